@@ -1,0 +1,1 @@
+"""The ``ticketmark`` command line: one module per subcommand, registered in ``app``."""

@@ -1,0 +1,54 @@
+"""``ticketmark find``: search for a ticket with IMP or a faster finder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ticketmark.cli.app import app
+from ticketmark.errors import TicketmarkError
+from ticketmark.finding import FindConfig, run_imp, run_oneshot
+from ticketmark.training import TrainConfig
+from ticketmark.training.progress import console
+
+FINDERS = {"imp": run_imp, "omp": run_oneshot, "random": run_oneshot}
+
+
+@app.command()
+def find(
+    out: Path = typer.Option(..., "--out", help="run directory (resumed if it exists)"),
+    method: str = typer.Option("imp", help=f"finder: {', '.join(FINDERS)}"),
+    model: str = typer.Option("conv4", help="architecture (see 'ticketmark info --models')"),
+    dataset: str = typer.Option("mnist5k", help="digits, mnist5k, cifar10, cifar100, mnist, "
+                                                 "fashion-mnist, imagefolder"),
+    data_dir: Path | None = typer.Option(None, help="folder for datasets read from disk"),
+    rounds: int = typer.Option(5, help="IMP rounds after the dense one"),
+    rate: float = typer.Option(0.2, help="fraction of remaining weights pruned per round"),
+    sparsity: float = typer.Option(0.8, help="target sparsity of one-shot finders"),
+    rewind_epoch: int = typer.Option(0, help="rewind to the weights after this many epochs"),
+    scope: str = typer.Option("global", help="magnitude pruning scope: global or layer"),
+    prune_conv1: bool = typer.Option(False, help="also prune the stem convolution"),
+    prune_linear: bool = typer.Option(False, help="also prune Linear layers"),
+    epochs: int = typer.Option(10, help="training epochs per round"),
+    batch_size: int = typer.Option(128),
+    lr: float | None = typer.Option(None, help="learning rate (default: per model family)"),
+    momentum: float = typer.Option(0.9),
+    weight_decay: float = typer.Option(5e-4),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Find a winning ticket and write every round into a resumable run directory."""
+    if method not in FINDERS:
+        raise TicketmarkError(f"unknown finder {method!r}; choose one of: {', '.join(FINDERS)}")
+    train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                        weight_decay=weight_decay, seed=seed, device=device)
+    cfg = FindConfig(method=method, model=model, dataset=dataset,
+                     data_dir=str(data_dir) if data_dir else None, rounds=rounds, rate=rate,
+                     sparsity=sparsity, rewind_epoch=rewind_epoch, scope=scope,
+                     include_stem=prune_conv1, include_linear=prune_linear, train=train)
+    ticket = FINDERS[method](cfg.validate(), out, progress=not quiet)
+    acc = ticket.meta.get("metrics", [{}])[-1].get("test_acc", float("nan"))
+    console.print(f"ticket: {out / 'ticket.safetensors'}  sparsity "
+                  f"{100 * ticket.mask.sparsity():.1f}%  test accuracy {acc:.2f}%")

@@ -1,0 +1,24 @@
+"""``ticketmark keygen``: the owner's Ed25519 identity."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from ticketmark.cli.app import app
+from ticketmark.ownership.keys import keygen as make_keys
+from ticketmark.training.progress import console
+
+
+@app.command()
+def keygen(
+    out: Path = typer.Option(..., "--out", help="prefix: writes PREFIX.pem and PREFIX.pub"),
+    passphrase_env: str | None = typer.Option(
+        None, help="name of an environment variable holding a passphrase for the private key"),
+) -> None:
+    """Create an owner key pair (private key PEM, public key PEM)."""
+    passphrase = os.environ.get(passphrase_env) if passphrase_env else None
+    priv, pub = make_keys(out, passphrase)
+    console.print(f"private key: {priv}{' (encrypted)' if passphrase else ''}\npublic key: {pub}")

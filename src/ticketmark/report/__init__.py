@@ -1,0 +1,1 @@
+"""Pictures and pages: plots of runs and masks, and the HTML/Markdown report."""

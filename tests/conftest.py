@@ -1,0 +1,51 @@
+"""Shared fixtures: small real tickets trained once per test session on embedded data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from ticketmark.data import load_dataset
+
+    return load_dataset("digits")
+
+
+def _find(tmp: Path, model: str, rounds: int, rate: float, epochs: int, rewind: int = 1):
+    from ticketmark.finding import FindConfig, run_imp
+    from ticketmark.training import TrainConfig
+
+    cfg = FindConfig(model=model, dataset="digits", rounds=rounds, rate=rate,
+                     rewind_epoch=rewind, train=TrainConfig(epochs=epochs, batch_size=64))
+    run_imp(cfg, tmp, progress=False)
+    return tmp / "ticket.safetensors"
+
+
+@pytest.fixture(scope="session")
+def resnet_ticket(tmp_path_factory) -> Path:
+    """resnet20s on digits, 2 IMP rounds at rate 0.5 (75% sparse), 3 epochs a round."""
+    return _find(tmp_path_factory.mktemp("resnet_ticket"), "resnet20s", 2, 0.5, 3)
+
+
+@pytest.fixture(scope="session")
+def conv_ticket(tmp_path_factory) -> Path:
+    """conv2 on digits, 1 IMP round at rate 0.5, 3 epochs a round."""
+    return _find(tmp_path_factory.mktemp("conv_ticket"), "conv2", 1, 0.5, 3)
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m ticketmark ARGS`` as a user would, capturing both streams."""
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "ticketmark", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env=full_env)

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ticketmark.errors import TicketmarkError
+from ticketmark.io import load_ticket, save_ticket
+
+
+def test_roundtrip_is_exact_and_keeps_forward_order(conv_ticket, tmp_path):
+    t = load_ticket(conv_ticket)
+    out = save_ticket(tmp_path / "copy", t)
+    back = load_ticket(out)
+    assert list(back.mask) == list(t.mask)
+    assert all(torch.equal(back.state[k], t.state[k]) for k in t.state)
+    assert back.fingerprint() == t.fingerprint()
+    model = back.build()
+    w = dict(model.named_parameters())
+    assert all(float(w[n].detach()[~back.mask[n]].abs().max()) == 0 for n in back.mask)
+
+
+def test_corrupt_and_mismatched_files_fail_clearly(conv_ticket, tmp_path):
+    t = load_ticket(conv_ticket)
+    path = save_ticket(tmp_path / "t", t)
+    path.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(TicketmarkError, match="not a readable safetensors"):
+        load_ticket(path)
+    path = save_ticket(tmp_path / "t", t)
+    side = path.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    meta["model"] = "resnet20s"
+    side.write_text(json.dumps(meta))
+    with pytest.raises(TicketmarkError, match="do not match"):
+        load_ticket(path)
+    with pytest.raises(TicketmarkError, match="no ticket"):
+        load_ticket(tmp_path / "missing.safetensors")
