@@ -1,0 +1,67 @@
+"""``ticketmark verify``: check a suspect model against a signed claim.
+
+The claim names its scheme; each scheme's verifier lives in its own package and exposes
+``verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import typer
+
+from ticketmark.cli.app import app
+from ticketmark.errors import TicketmarkError
+from ticketmark.io import atomic_write_json
+from ticketmark.ownership.claims import load_claim
+from ticketmark.ownership.verdict import Verdict, VerifyOptions
+
+VERIFIERS = {
+    "signature": "ticketmark.ownership.signature.verify",
+    "trigger": "ticketmark.ownership.trigger.verify",
+}
+
+
+def verify_claim(suspect: str, claim_path: Path, options: VerifyOptions) -> Verdict:
+    """Python entry point behind the command: dispatch the claim to its scheme."""
+    claim = load_claim(claim_path)
+    module = VERIFIERS.get(claim.scheme)
+    if module is None:
+        raise TicketmarkError(f"{claim_path}: unknown scheme {claim.scheme!r} "
+                              f"(known: {', '.join(VERIFIERS)})")
+    return importlib.import_module(module).verify_claim(suspect, claim, options)
+
+
+@app.command()
+def verify(
+    suspect: str = typer.Option(..., "--suspect", help="suspect model file, or http:// endpoint"),
+    claim: Path = typer.Option(..., "--claim", help="the owner's signed claim (JSON)"),
+    reference: Path | None = typer.Option(None, help="owner's reference ticket (re-aligns "
+                                                     "permuted channels)"),
+    reveal: Path | None = typer.Option(None, help="revealed trigger seed file"),
+    search: bool = typer.Option(False, "--search", help="signature: search all positions"),
+    threshold: float | None = typer.Option(None, help="p-value below which the claim holds"),
+    report: Path | None = typer.Option(None, "--report", help="folder for JSON + pictures"),
+    max_queries: int = typer.Option(10_000, help="endpoint: most inputs to query"),
+    timeout: float = typer.Option(10.0, help="endpoint: seconds per request"),
+    batch_size: int = typer.Option(50, help="endpoint: inputs per request"),
+) -> None:
+    """Print a verdict (exit 0 OWNED, 1 otherwise) with its evidence."""
+    options = VerifyOptions(reference=reference, reveal=reveal, search=search,
+                            threshold=threshold, report_dir=report, max_queries=max_queries,
+                            timeout=timeout, batch_size=batch_size)
+    verdict = verify_claim(suspect, claim, options)
+    print(f"{verdict.scheme}: {verdict.status} — {verdict.reason}")
+    for key, value in verdict.evidence.items():
+        if not isinstance(value, dict | list):
+            print(f"  {key}: {value}")
+    if report is not None:
+        atomic_write_json(report / f"verdict_{verdict.scheme}.json", verdict.to_json())
+        print(f"  report: {report / f'verdict_{verdict.scheme}.json'}")
+    sys.stdout.flush()
+    raise typer.Exit(verdict.exit_code)
+
+
+
