@@ -29,6 +29,10 @@ from ticketmark.training.seeding import seed_everything
 # Called after every epoch with (epoch number starting at 1, the bare model, metrics);
 # returning True stops training early (early-bird uses this).
 EpochCallback = Callable[[int, nn.Module, dict[str, Any]], bool]
+# Called after every optimizer step with (epoch, global step, both starting at 1, the bare
+# model); returning True ends the epoch after this step and then training (early-bird's
+# every-k-steps mask check).
+StepCallback = Callable[[int, int, nn.Module], bool]
 
 
 @dataclass
@@ -36,6 +40,8 @@ class TrainResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     rewind_state: dict[str, torch.Tensor] | None = None
     epochs_run: int = 0
+    steps_run: int = 0
+    steps_per_epoch: int = 0
 
     @property
     def final(self) -> dict[str, Any]:
@@ -74,6 +80,7 @@ def train(
     progress: bool = True,
     callback: EpochCallback | None = None,
     params: list[nn.Parameter] | None = None,
+    step_callback: StepCallback | None = None,
 ) -> TrainResult:
     """Train in place; return per-epoch metrics and, if asked, the state at ``rewind_epoch``.
 
@@ -100,7 +107,7 @@ def train(
     augment = data.augment if cfg.augment is None else cfg.augment
     loader = TensorLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed,
                           augment=augment, rank=env.rank, world=env.world)
-    result = TrainResult()
+    result = TrainResult(steps_per_epoch=len(loader))
     if rewind_epoch == 0:
         result.rewind_state = state_of(model)
     out = Path(metrics_path) if metrics_path and env.is_main else None
@@ -114,6 +121,7 @@ def train(
             loader.set_epoch(epoch)
             net.train()
             sums = torch.zeros(3, dtype=torch.float64)
+            stop = False
             for x, y in loader:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 opt.zero_grad(set_to_none=True)
@@ -132,6 +140,10 @@ def train(
                                          dtype=torch.float64)
                 bar.update(task, advance=1, status=f"epoch {epoch}/{cfg.epochs} "
                                                     f"loss {loss_value:.3f}")
+                result.steps_run += 1
+                if step_callback is not None and step_callback(epoch, result.steps_run, model):
+                    stop = True
+                    break
             sched.step()
             total_loss, correct, seen = all_reduce_sum(sums.tolist(), device)
             val_acc, val_loss = evaluate(model, data.val)
@@ -151,7 +163,7 @@ def train(
                     fh.write(json.dumps(row) + "\n")
             if rewind_epoch is not None and epoch == rewind_epoch:
                 result.rewind_state = state_of(model)
-            if callback is not None and callback(epoch, model, row):
+            if stop or (callback is not None and callback(epoch, model, row)):
                 break
     model.to("cpu")
     return result
