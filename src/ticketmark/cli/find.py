@@ -9,10 +9,13 @@ import typer
 from ticketmark.cli.app import app
 from ticketmark.errors import TicketmarkError
 from ticketmark.finding import FindConfig, run_imp, run_oneshot
+from ticketmark.finding.colt import run_colt
+from ticketmark.finding.early_bird import run_early_bird
 from ticketmark.training import TrainConfig
 from ticketmark.training.progress import console
 
-FINDERS = {"imp": run_imp, "omp": run_oneshot, "random": run_oneshot}
+FINDERS = {"imp": run_imp, "omp": run_oneshot, "early-bird": run_early_bird, "colt": run_colt,
+           "random": run_oneshot}
 
 
 @app.command()
@@ -24,8 +27,9 @@ def find(
                                                  "fashion-mnist, imagefolder"),
     data_dir: Path | None = typer.Option(None, help="folder for datasets read from disk"),
     rounds: int = typer.Option(5, help="IMP rounds after the dense one"),
-    rate: float = typer.Option(0.2, help="fraction of remaining weights pruned per round"),
-    sparsity: float = typer.Option(0.8, help="target sparsity of one-shot finders"),
+    rate: float = typer.Option(0.2, help="fraction of remaining weights pruned per round "
+                                         "(IMP) or per copy and cycle (COLT)"),
+    sparsity: float = typer.Option(0.8, help="target sparsity (omp, early-bird, colt, random)"),
     rewind_epoch: int = typer.Option(0, help="rewind to the weights after this many epochs"),
     scope: str = typer.Option("global", help="magnitude pruning scope: global or layer"),
     prune_conv1: bool = typer.Option(False, help="also prune the stem convolution"),
@@ -38,6 +42,18 @@ def find(
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    epsilon: float = typer.Option(0.1, help="early-bird: stop when masks differ by less than "
+                                            "this fraction of positions"),
+    window: int = typer.Option(5, help="early-bird: masks in the FIFO window, newest included"),
+    check_every: int = typer.Option(1, help="early-bird: draw a mask every N epochs (or steps)"),
+    check_unit: str = typer.Option("epoch", help="early-bird: unit of --check-every, epoch or "
+                                                  "step"),
+    max_search_epochs: int | None = typer.Option(None, help="early-bird: cap on dense search "
+                                                             "epochs (default: --epochs)"),
+    structured: bool = typer.Option(False, help="early-bird: prune whole channels, not weights"),
+    channel_score: str = typer.Option("auto", help="early-bird --structured: bn (BatchNorm "
+                                                   "gamma), l1 (filter mean |w|) or auto"),
+    splits: int = typer.Option(2, help="colt: disjoint parts of the training data"),
 ) -> None:
     """Find a winning ticket and write every round into a resumable run directory."""
     if method not in FINDERS:
@@ -48,6 +64,14 @@ def find(
                      data_dir=str(data_dir) if data_dir else None, rounds=rounds, rate=rate,
                      sparsity=sparsity, rewind_epoch=rewind_epoch, scope=scope,
                      include_stem=prune_conv1, include_linear=prune_linear, train=train)
+    # Only the chosen finder's knobs go into hparams.json, so a resumed run of one finder
+    # is not refused over a flag it never reads.
+    if method == "early-bird":
+        cfg.extra = {"epsilon": epsilon, "window": window, "check_every": check_every,
+                     "check_unit": check_unit, "structured": structured,
+                     "channel_score": channel_score, "max_search_epochs": max_search_epochs}
+    elif method == "colt":
+        cfg.extra = {"splits": splits}
     ticket = FINDERS[method](cfg.validate(), out, progress=not quiet)
     acc = ticket.meta.get("metrics", [{}])[-1].get("test_acc", float("nan"))
     console.print(f"ticket: {out / 'ticket.safetensors'}  sparsity "
