@@ -1,0 +1,130 @@
+"""One self-contained HTML page (images inlined as base64 PNG) and the same as Markdown.
+
+The page is rendered from ``RUN/report.json``: a title, a verdict line and a list of
+sections, each with optional text, a table (list of row dicts) and images (paths relative
+to the run directory). Whoever runs the story (the demo, a script) writes that JSON; this
+module only renders it, so a report can be rebuilt from a finished run at any time.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ticketmark.errors import TicketmarkError
+from ticketmark.io.atomic import atomic_write_text
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;
+color:#1d2430;padding:0 1rem}
+h1{font-size:1.6rem}h2{font-size:1.2rem;border-bottom:1px solid #dde;padding-bottom:.2rem;
+margin-top:2rem}
+table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}
+th,td{border:1px solid #ccd;padding:.25rem .5rem;text-align:left}
+th{background:#f0f2f7}
+td.OWNED{background:#dff3e3}td.NOT-OWNED{background:#fbe3e3}
+td.COULD-NOT-VERIFY{background:#fff2cc}
+figure{display:inline-block;margin:.5rem 1rem .5rem 0;vertical-align:top}
+figure img{max-width:520px;border:1px solid #eee}
+figcaption{font-size:.8rem;color:#556}
+.verdict{font-size:1.05rem;padding:.6rem .8rem;background:#eef4ff;border-left:4px solid #3b7dd8}
+"""
+
+
+def fmt(value: Any) -> str:
+    """Numbers as people read them: p-values in scientific notation, accuracies to 0.01."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
+            return f"{value:.2e}"
+        return f"{value:.2f}"
+    if value is None:
+        return "—"
+    return str(value)
+
+
+def _cell_class(value: Any) -> str:
+    text = str(value)
+    return text.replace(" ", "-") if text in {"OWNED", "NOT OWNED", "COULD NOT VERIFY"} else ""
+
+
+def _html_table(rows: list[dict[str, Any]]) -> str:
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(
+            f'<td class="{_cell_class(r.get(c))}">{html.escape(fmt(r.get(c)))}</td>'
+            for c in cols) + "</tr>"
+        for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _md_table(rows: list[dict[str, Any]]) -> str:
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)).replace("|", "/") for c in cols) + " |"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def _img_tag(run: Path, image: dict[str, str]) -> str:
+    path = run / image["path"]
+    if not path.is_file():
+        return f"<p><em>missing image {html.escape(image['path'])}</em></p>"
+    data = base64.b64encode(path.read_bytes()).decode()
+    cap = html.escape(image.get("caption", ""))
+    return (f'<figure><img alt="{cap}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{cap}</figcaption></figure>")
+
+
+def load_report(run: str | Path) -> dict[str, Any]:
+    path = Path(run) / "report.json"
+    if not path.is_file():
+        raise TicketmarkError(f"{run} has no report.json (run 'ticketmark demo' first)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise TicketmarkError(f"{path} is not valid JSON ({exc})") from None
+
+
+def render_report(run: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``report.md`` (default: into the run directory)."""
+    run = Path(run)
+    report = load_report(run)
+    out_dir = Path(out) if out else run
+    title = html.escape(report.get("title", "ticketmark report"))
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+             f"<style>{_CSS}</style></head><body><h1>{title}</h1>"]
+    md = [f"# {report.get('title', 'ticketmark report')}", ""]
+    if report.get("verdict"):
+        parts.append(f"<p class='verdict'>{html.escape(report['verdict'])}</p>")
+        md += [f"> {report['verdict']}", ""]
+    for section in report.get("sections", []):
+        parts.append(f"<h2>{html.escape(section['title'])}</h2>")
+        md += [f"## {section['title']}", ""]
+        if section.get("text"):
+            parts.append(f"<p>{html.escape(section['text'])}</p>")
+            md += [section["text"], ""]
+        if section.get("table"):
+            parts.append(_html_table(section["table"]))
+            md += [_md_table(section["table"]), ""]
+        for image in section.get("images", []):
+            parts.append(_img_tag(run, image))
+            rel = (run / image["path"]).resolve()
+            try:
+                rel = rel.relative_to(out_dir.resolve())
+            except ValueError:
+                pass
+            md += [f"![{image.get('caption', '')}]({rel})", ""]
+    parts.append("</body></html>")
+    html_path, md_path = out_dir / "report.html", out_dir / "report.md"
+    atomic_write_text(html_path, "\n".join(parts))
+    atomic_write_text(md_path, "\n".join(md))
+    return html_path, md_path
