@@ -1,0 +1,257 @@
+"""The channel graph of a ticket and vectorised path walks over it (``ewp``, ``random-path``).
+
+A path is a sequence of channels, one per *register*: a named channel slot of the network.
+In a ResNet the registers are the residual stream between blocks (``s0``, ``s1``, ...) and
+the middle of each block (``m0``, ...). A BasicBlock reads stream ``s_b`` with ``conv1``
+(into ``m_b``), writes stream ``s_{b+1}`` with ``conv2``, and its option-B shortcut connects
+``s_b`` to ``s_{b+1}`` directly. Following registers rather than the forward order of the
+layers is what makes a walk respect the residual stream: a naive chain would feed
+``conv2``'s output channel into the shortcut, whose input is the block's *input*.
+
+Every layer is seen at kernel granularity: ``K[out, in]`` is the summed |weight| of the
+kernel connecting input channel ``in`` to output channel ``out`` (only present weights
+count). A ``Linear`` after a convolution groups its ``C*h*w`` inputs per channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ticketmark.errors import TicketmarkError
+from ticketmark.models.resnet import BasicBlock
+from ticketmark.sparsity.mask import Mask
+
+
+@dataclass(frozen=True)
+class Step:
+    """One prunable layer: it maps the channel in register ``src`` to one in ``dst``.
+
+    ``pinned`` steps draw nothing: both ends are already fixed by the path (an option-B
+    shortcut joins the block's input and output stream channels), so the path removes that
+    kernel if it is present.
+    """
+
+    name: str
+    src: str
+    dst: str
+    pinned: bool = False
+
+
+@dataclass
+class Plan:
+    """How to walk a model: steps in forward order, register sizes, identity shortcuts."""
+
+    steps: list[Step]
+    channels: dict[str, int]
+    group: dict[str, int]  # weights per (out, in) kernel, per layer
+    identities: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def in_channels(self, step: Step) -> int:
+        return self.channels[step.src]
+
+    def out_channels(self, step: Step) -> int:
+        return self.channels[step.dst]
+
+
+def build_plan(model: nn.Module, mask: Mask) -> Plan:
+    """The walk plan for ``model`` restricted to the layers ``mask`` covers."""
+    names = list(mask)
+    if not names:
+        raise TicketmarkError("the ticket's mask covers no layers; nothing to lock")
+    blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, BasicBlock)]
+    if blocks:
+        return _resnet_plan(model, mask, blocks)
+    return _chain_plan(mask)
+
+
+def _kernel_shape(shape: torch.Size, in_channels: int | None) -> tuple[int, int, int]:
+    """(out, in, weights per kernel) for a conv or linear weight; linear inputs are grouped
+    per channel of the preceding layer when its width divides them."""
+    out, fan_in = int(shape[0]), int(shape[1])
+    per = 1
+    for s in shape[2:]:
+        per *= int(s)
+    if len(shape) == 2 and in_channels and fan_in != in_channels and fan_in % in_channels == 0:
+        return out, in_channels, fan_in // in_channels
+    return out, fan_in, per
+
+
+def _chain_plan(mask: Mask) -> Plan:
+    steps, channels, group = [], {}, {}
+    reg = "r0"
+    for i, name in enumerate(mask):
+        out, cin, per = _kernel_shape(mask[name].shape, channels.get(reg))
+        if reg in channels and channels[reg] != cin:
+            reg = f"r{i}x"  # a reshape we cannot follow: start a fresh register
+        channels[reg] = cin
+        nxt = f"r{i + 1}"
+        channels[nxt] = out
+        group[name] = per
+        steps.append(Step(name, reg, nxt))
+        reg = nxt
+    return Plan(steps, channels, group)
+
+
+def _resnet_plan(model: nn.Module, mask: Mask, blocks: list[tuple[str, nn.Module]]) -> Plan:
+    index = {prefix: b for b, (prefix, _) in enumerate(blocks)}
+    last = f"s{len(blocks)}"
+    steps, channels, group = [], {}, {}
+    for name in mask:
+        module = name.removesuffix(".weight")
+        shape = mask[name].shape
+        if module == "conv1":
+            step = Step(name, "x", "s0")
+        elif module == "fc":
+            step = Step(name, last, "y")
+        else:
+            prefix, _, role = module.rpartition(".")
+            if role == "0" and prefix.endswith(".shortcut"):
+                prefix, role = prefix.removesuffix(".shortcut"), "shortcut"
+            if prefix not in index:
+                raise TicketmarkError(f"cannot place layer {name} in the residual stream")
+            b = index[prefix]
+            step = {"conv1": Step(name, f"s{b}", f"m{b}"),
+                    "conv2": Step(name, f"m{b}", f"s{b + 1}"),
+                    "shortcut": Step(name, f"s{b}", f"s{b + 1}", pinned=True)}.get(role)
+            if step is None:
+                raise TicketmarkError(f"cannot place layer {name} in the residual stream")
+        out, cin, per = _kernel_shape(shape, channels.get(step.src))
+        channels.setdefault(step.src, cin)
+        channels.setdefault(step.dst, out)
+        group[name] = per
+        steps.append(step)
+    identities = []
+    for b, (_, block) in enumerate(blocks):
+        if isinstance(block.shortcut, nn.Sequential) and len(block.shortcut) == 0:
+            planes = block.conv2.out_channels
+            identities.append((f"s{b}", f"s{b + 1}", planes))
+            channels.setdefault(f"s{b}", planes)
+            channels.setdefault(f"s{b + 1}", planes)
+    return Plan(steps, channels, group, identities)
+
+
+@dataclass
+class KernelView:
+    """Per layer: summed |weight| per kernel ``[out, in]`` and its present-weight count."""
+
+    magnitude: torch.Tensor  # float32 (out, in)
+    count: torch.Tensor  # int64 (out, in): present weights in the kernel
+
+    @property
+    def present(self) -> torch.Tensor:
+        return self.count > 0
+
+
+def kernel_views(plan: Plan, mask: Mask, weights: dict[str, torch.Tensor]) -> dict[str,
+                                                                                   KernelView]:
+    views = {}
+    for step in plan.steps:
+        m = mask[step.name]
+        shape = (plan.out_channels(step), plan.in_channels(step), plan.group[step.name])
+        w = weights[step.name].detach().float().cpu().abs() * m
+        views[step.name] = KernelView(w.reshape(shape).sum(-1),
+                                      m.reshape(shape).sum(-1, dtype=torch.int64))
+    return views
+
+
+@dataclass
+class PathSample:
+    """``hops[name]``: (paths, 2) long tensor of (out, in) per path; -1 where a pinned
+    kernel was absent."""
+
+    hops: dict[str, torch.Tensor]
+    num_paths: int
+
+
+def _draw(rows: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One index per row, with probability proportional to the row (inverse CDF).
+
+    A cumulative sum plus ``searchsorted`` over all rows at once; faster than
+    ``torch.multinomial`` on many short rows and exact up to float rounding.
+    """
+    cdf = rows.cumsum(1)
+    u = torch.rand(rows.shape[0], 1, generator=gen, dtype=cdf.dtype) * cdf[:, -1:]
+    idx = torch.searchsorted(cdf, u, right=True).squeeze(1)
+    return idx.clamp_max(rows.shape[1] - 1)
+
+
+def walk(plan: Plan, views: dict[str, KernelView], num_paths: int, *, uniform: bool = False,
+         generator: torch.Generator | None = None) -> PathSample:
+    """Sample ``num_paths`` paths at once: one batched draw per layer, no loop over paths.
+
+    The first register of a path gets a uniformly random channel among those with an
+    outgoing connection. The next channel is drawn in proportion to ``K[next, current]``
+    (``ewp``) or uniformly over present kernels (``uniform``: ``random-path``). A path at a
+    channel with no outgoing connection (a dead end the pruning left) jumps to a channel
+    drawn in proportion to the layer's outgoing totals, so every path still crosses every
+    layer and the key size stays predictable.
+    """
+    if num_paths <= 0:
+        raise TicketmarkError(f"number of paths must be positive, got {num_paths}")
+    gen = generator or torch.Generator().manual_seed(0)
+    regs: dict[str, torch.Tensor] = {}
+    hops: dict[str, torch.Tensor] = {}
+    for step in plan.steps:
+        view = views[step.name]
+        weight = view.present.float() if uniform else view.magnitude
+        if step.pinned and step.src in regs and step.dst in regs:
+            out, cin = regs[step.dst], regs[step.src]
+            ok = view.present[out, cin]
+            hops[step.name] = torch.where(ok.unsqueeze(1), torch.stack([out, cin], 1),
+                                          torch.full((num_paths, 2), -1))
+            continue
+        trans = weight.t().contiguous()  # (in, out): row = where channel ``in`` can go
+        totals = trans.sum(1)
+        if float(totals.sum()) <= 0:
+            hops[step.name] = torch.full((num_paths, 2), -1)
+            regs[step.dst] = torch.zeros(num_paths, dtype=torch.long)
+            continue
+        if step.src in regs:
+            cin = regs[step.src].clone()
+            dead = totals[cin] <= 0
+            if bool(dead.any()):
+                cin[dead] = torch.multinomial(totals, int(dead.sum()), replacement=True,
+                                              generator=gen)
+        else:
+            cin = torch.multinomial((totals > 0).float(), num_paths, replacement=True,
+                                    generator=gen)
+        out = _draw(trans[cin], gen)
+        regs[step.src], regs[step.dst] = cin, out
+        hops[step.name] = torch.stack([out, cin], 1)
+    return PathSample(hops, num_paths)
+
+
+def path_ranks(plan: Plan, sample: PathSample) -> dict[str, torch.Tensor]:
+    """Kernel priority from a sample: kernels ranked by their first appearance, path by
+    path, layer by layer (so taking a prefix of ranks is taking whole paths in order).
+
+    Returns per layer an int64 ``(out, in)`` tensor of ranks, -1 for kernels on no path.
+    """
+    names = [s.name for s in plan.steps]
+    sizes = [plan.out_channels(s) * plan.in_channels(s) for s in plan.steps]
+    offsets = torch.tensor([0, *sizes[:-1]]).cumsum(0)
+    cols = []
+    for step, off in zip(plan.steps, offsets.tolist(), strict=True):
+        h = sample.hops[step.name]
+        gid = h[:, 0] * plan.in_channels(step) + h[:, 1] + off
+        cols.append(torch.where(h[:, 0] >= 0, gid, torch.full_like(gid, -1)))
+    ids = torch.stack(cols, 1).flatten()  # path-major: path 0's layers, then path 1's ...
+    pos = torch.arange(ids.numel())
+    valid = ids >= 0
+    ids, pos = ids[valid], pos[valid]
+    total = int(sum(sizes))
+    first = torch.full((total,), ids.numel() + 1, dtype=torch.long)
+    first.scatter_reduce_(0, ids, pos, reduce="amin")
+    seen = first <= ids.numel()
+    rank = torch.full((total,), -1, dtype=torch.long)
+    order = torch.argsort(first[seen])
+    rank_seen = torch.empty_like(order)
+    rank_seen[order] = torch.arange(order.numel())
+    rank[seen] = rank_seen
+    out = {}
+    for name, part, step in zip(names, rank.split(sizes), plan.steps, strict=True):
+        out[name] = part.view(plan.out_channels(step), plan.in_channels(step))
+    return out
