@@ -53,6 +53,12 @@ class RunDir:
             atomic_write_json(hp, wanted)
         barrier()
 
+    def read_metrics(self, r: int) -> list[dict[str, Any]]:
+        path = self.round_dir(r) / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
     def finished_round(self, r: int) -> Ticket | None:
         """The round's ticket if that round completed (both files readable), else None."""
         path = self.round_ticket(r)
@@ -70,11 +76,19 @@ class RunDir:
 
     def finish(self, ticket: Ticket, rows: list[dict[str, Any]]) -> None:
         if dist_env().is_main:
-            from ticketmark.report.plots import plot_accuracy_vs_sparsity
+            from ticketmark.report.plots import (
+                plot_accuracy_vs_sparsity,
+                plot_layer_density,
+                plot_training_curves,
+            )
 
             save_ticket(self.final_ticket, ticket)
             atomic_write_json(self.root / "summary.json", {"rounds": rows})
             plot_accuracy_vs_sparsity(rows, self.root / "accuracy_vs_sparsity.png")
+            plot_layer_density(ticket.mask.layer_density(), self.root / "layer_density.png")
+            curves = {f"round {r['round']} ({100 * r['sparsity']:.0f}%)":
+                      self.read_metrics(r["round"]) for r in rows}
+            plot_training_curves(curves, self.root / "training_curves.png")
         barrier()
 
 

@@ -9,6 +9,7 @@ module only renders it, so a report can be rebuilt from a finished run at any ti
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 import math
@@ -118,10 +119,8 @@ def render_report(run: str | Path, out: str | Path | None = None) -> tuple[Path,
         for image in section.get("images", []):
             parts.append(_img_tag(run, image))
             rel = (run / image["path"]).resolve()
-            try:
+            with contextlib.suppress(ValueError):
                 rel = rel.relative_to(out_dir.resolve())
-            except ValueError:
-                pass
             md += [f"![{image.get('caption', '')}]({rel})", ""]
     parts.append("</body></html>")
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"

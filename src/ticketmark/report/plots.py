@@ -52,3 +52,19 @@ def plot_layer_density(density: Mapping[str, float], path: str | Path) -> Path:
     ax.set_xlim(0, 100)
     ax.grid(axis="x", alpha=0.3)
     return save_figure(fig, path)
+
+
+def plot_training_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]],
+                         path: str | Path) -> Path:
+    """Test accuracy per epoch, one line per round (from each round's metrics.jsonl)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for label, rows in curves.items():
+        if rows:
+            ax.plot([r["epoch"] for r in rows], [r["test_acc"] for r in rows], label=label,
+                    marker=".")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=7)
+    return save_figure(fig, path)
