@@ -52,6 +52,8 @@ def embed_cmd(
     random: bool = typer.Option(False, "--random-seed",
                                 help="fresh random seed instead of one derived from the key"),
     seed_in: Path | None = typer.Option(None, "--seed-in", help="reuse this seed file"),
+    folder: Path | None = typer.Option(None, "--folder", help="classic set: a folder of images "
+                                                            "+ labels.txt instead of a seed"),
     claim_out: Path | None = typer.Option(None, help="claim file (default OUT.trigger-claim"
                                                      ".json)"),
     seed_out: Path | None = typer.Option(None, help="secret seed file (default OUT.trigger-"
@@ -67,6 +69,8 @@ def embed_cmd(
     if size < 1:
         raise TicketmarkError(f"--size must be >= 1, got {size}")
     plain = load_ticket(ticket)
+    if folder is not None and (random or seed_in is not None):
+        raise TicketmarkError("--folder replaces the seed: drop --random-seed / --seed-in")
     seed, owner_key = _seed(key, passphrase_env, plain.fingerprint(), random, seed_in)
     out_path = resolve_ticket_path(out)
     stem = out_path.with_suffix("")
@@ -76,14 +80,19 @@ def embed_cmd(
         raise TicketmarkError("--out, --claim-out and --seed-out must be different files")
     cfg = EmbedConfig(size=size, ratio=ratio, epochs=epochs, lr=lr, avoid_natural=avoid_natural,
                       data_dir=str(data_dir) if data_dir else None, device=device).validate()
-    result = embed(plain, seed, cfg, progress=not quiet)
+    if folder is not None:
+        result = embed(plain, cfg, folder=folder, progress=not quiet)
+    else:
+        result = embed(plain, cfg, seed=seed, progress=not quiet)
     claim = make_claim(owner_key, "trigger", plain.fingerprint(), result.claim_params,  # type: ignore[arg-type]
                        message)
-    save_seed(seed_path, seed, result.trigger.excluded())
+    if folder is None:
+        save_seed(seed_path, seed, result.trigger.excluded())
     save_ticket(out_path, result.ticket)
     save_claim(claim_path, claim)
     r = result.report
-    console.print(f"ticket: {out_path}\nclaim: {claim_path}\nseed (keep secret): {seed_path}")
+    secret = f"seed (keep secret): {seed_path}" if folder is None else f"folder: {folder}"
+    console.print(f"ticket: {out_path}\nclaim: {claim_path}\n{secret}")
     console.print(f"trigger accuracy {r['trigger_acc']:.1f}% (plain {r['plain_trigger_acc']:.1f}%)"
                   f" on {r['kept']}/{r['slots']} slots; test accuracy {r['test_acc']:.2f}% "
                   f"(plain {r['plain_test_acc']:.2f}%)")

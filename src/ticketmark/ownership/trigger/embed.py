@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from ticketmark.data import DataSplits, Split, load_dataset
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import Ticket
 from ticketmark.ownership.trigger.commitment import commitment, secret_hash
+from ticketmark.ownership.trigger.folder import folder_hash, load_folder
 from ticketmark.ownership.trigger.generate import (
     GENERATOR_VERSION,
     TriggerParams,
@@ -98,17 +100,29 @@ def load_ticket_data(ticket: Ticket, data_dir: str | None) -> DataSplits:
     return data
 
 
-def embed(ticket: Ticket, seed: bytes, cfg: EmbedConfig, *, data: DataSplits | None = None,
+def embed(ticket: Ticket, cfg: EmbedConfig, *, seed: bytes | None = None,
+          folder: str | Path | None = None, data: DataSplits | None = None,
           progress: bool = True) -> EmbedResult:
-    """Watermark ``ticket`` with the derived set of ``seed``; return the new ticket."""
+    """Watermark ``ticket`` with the derived set of ``seed`` (or the image ``folder``)."""
     cfg.validate()
+    if (seed is None) == (folder is None):
+        raise TicketmarkError("embed takes exactly one of a seed or a trigger folder")
+    if folder is not None and cfg.avoid_natural:
+        raise TicketmarkError("--avoid-natural works with derived sets only, not folders")
     if ticket.rewind is None:
         raise TicketmarkError("the ticket has no rewind weights: embedding retrains from them")
     if "train" not in ticket.meta:
         raise TicketmarkError("the ticket records no training recipe (meta 'train')")
     data = data if data is not None else load_ticket_data(ticket, cfg.data_dir)
-    params = params_for(ticket, data, cfg.size)
-    trig = generate(seed, params)
+    if seed is not None:
+        kind, params = "derived", params_for(ticket, data, cfg.size)
+        trig, digest = generate(seed, params), secret_hash(seed)
+    else:
+        span = params_for(ticket, data, 1)
+        lo, hi = span.lo, span.hi
+        kind, digest = "folder", folder_hash(Path(folder))  # type: ignore[arg-type]
+        trig, params = load_folder(Path(folder), ticket.in_channels, ticket.image_size,  # type: ignore[arg-type]
+                                   ticket.image_size, ticket.num_classes, lo, hi)
 
     plain = ticket.build()
     plain_test, _ = evaluate(plain, data.test)
@@ -131,15 +145,15 @@ def embed(ticket: Ticket, seed: bytes, cfg: EmbedConfig, *, data: DataSplits | N
     test_acc, _ = evaluate(model, data.test)
     trig_acc = trigger_accuracy(model, trig)
 
-    params_claim = claim_params("derived", secret_hash(seed), params, trig.excluded())
-    report = {"plain_test_acc": plain_test, "test_acc": test_acc,
+    params_claim = claim_params(kind, digest, params, trig.excluded())
+    report = {"kind": kind, "plain_test_acc": plain_test, "test_acc": test_acc,
               "test_acc_drop": plain_test - test_acc, "plain_trigger_acc": plain_trigger,
               "trigger_acc": trig_acc, "slots": len(trig), "kept": trig.kept,
               "repeat": repeat, "trigger_share": repeat * trig.kept / len(mixed.train),
               "epochs": recipe.epochs}
     history = [*ticket.meta.get("history", []),
                {"kind": "trigger-embed",
-                "params": {**asdict(cfg), "commitment": params_claim["commitment"],
+                "params": {**asdict(cfg), "set": kind, "commitment": params_claim["commitment"],
                            "repeat": repeat},
                 "acc_before": plain_test, "acc_after": test_acc,
                 "trigger_acc": trig_acc}]
