@@ -1,0 +1,248 @@
+"""Draw a signed QR code into a ticket's channel connectivity, then retrain it.
+
+Steps (``embed_signature``):
+
+1. tag = truncated hash of (owner public key, message, ticket fingerprint); QR it at
+   error level H in the smallest version, under all 8 mask patterns.
+2. Pick layer, offset, orientation and mask pattern where C = any(mask[o, i]) already
+   agrees most with the code: one FFT correlation per layer covers every offset and
+   orientation (``placement``), so the owner changes as few modules as possible.
+3. Redraw the block: light module -> the whole kernel pruned; dark module -> at least
+   ``min_entries`` unpruned entries (the kernel's largest rewind weights), so a later
+   pruning or rounding attack must remove all of them to erase the module.
+4. Balance the books: entries freed by light modules are given to connected kernels
+   outside the block (largest rewind magnitude first); entries the dark modules consumed
+   are taken from outside kernels that keep at least one entry (weakest trained weight
+   first). C outside the block never changes and every layer keeps its exact count.
+5. Retrain from the rewind point with the ticket's own recipe, mask enforced, so the code
+   stays; report test accuracy before and after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ticketmark.data import DataSplits, load_dataset
+from ticketmark.errors import TicketmarkError
+from ticketmark.io import Ticket
+from ticketmark.io.ticket import state_of
+from ticketmark.ownership.claims import Claim, make_claim
+from ticketmark.ownership.keys import public_key_b64
+from ticketmark.ownership.signature import placement, qr
+from ticketmark.sparsity import Mask
+from ticketmark.training import TrainConfig, evaluate, train
+
+SCHEME = "signature"
+
+
+@dataclass
+class EmbedOptions:
+    layer: str | None = None  # None: the best-fitting layer
+    min_entries: int = 4  # unpruned entries per dark kernel (of kh*kw)
+    epochs: int | None = None  # None: the ticket's own recipe
+    data_dir: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class Plan:
+    position: placement.Position
+    code: qr.Code
+    agreement: int
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class EmbedResult:
+    ticket: Ticket
+    claim: Claim
+    summary: dict[str, Any]
+
+
+def layer_connectivity(mask: Mask) -> dict[str, torch.Tensor]:
+    """C = any(mask[o, i]) for every conv layer the mask covers."""
+    return {n: m.flatten(2).any(dim=2) for n, m in mask.items() if m.dim() == 4}
+
+
+def fitting_layers(mask: Mask, n: int, min_entries: int = 1) -> list[str]:
+    """Conv layers with n x n channels and kernels of at least ``min_entries`` entries.
+
+    A 1x1 convolution (a ResNet shortcut) is excluded by default: its dark modules would
+    rest on a single weight, which one pruning step removes.
+    """
+    return [name for name, m in mask.items() if placement.fits(tuple(m.shape), n)
+            and m.shape[2] * m.shape[3] >= min_entries]
+
+
+def plan(mask: Mask, codes: list[qr.Code], layer: str | None = None,
+         min_entries: int = 1) -> Plan:
+    """The (layer, offset, orientation, mask pattern) with the most agreement."""
+    n = codes[0].size
+    fit = fitting_layers(mask, n, min_entries)
+    if layer is not None:
+        if layer not in mask:
+            raise TicketmarkError(f"the ticket has no pruned layer {layer!r} "
+                                  f"(layers that fit a {n}x{n} code: {', '.join(fit) or 'none'})")
+        if layer not in fit:
+            shape = tuple(mask[layer].shape)
+            what = (f"has {shape[2]}x{shape[3]} kernels (a dark module needs "
+                    f"{min_entries} entries)" if placement.fits(shape, n) else
+                    f"{shape[:2] if len(shape) == 4 else shape} is too small for a {n}x{n} code")
+            raise TicketmarkError(f"layer {layer} {what}; layers that fit: "
+                                  f"{', '.join(fit) or 'none'}")
+        fit = [layer]
+    if not fit:
+        raise TicketmarkError(f"no conv layer of this ticket has {n} input and output channels "
+                              f"for a {n}x{n} QR code")
+    conns = {k: v for k, v in layer_connectivity(mask).items() if k in fit}
+    best: Plan | None = None
+    rows = []
+    for cand in placement.best_per_layer(conns, [c.modules for c in codes]):
+        code = codes[cand.code]
+        rows.append({"layer": cand.position.layer, "mask": code.mask,
+                     "agreement": cand.agreement})
+        if best is None or cand.agreement > best.agreement:
+            best = Plan(cand.position, code, cand.agreement)
+    assert best is not None
+    best.candidates = sorted(rows, key=lambda r: -r["agreement"])[:10]
+    return best
+
+
+@torch.no_grad()
+def draw(mask: torch.Tensor, rewind: torch.Tensor, trained: torch.Tensor, drawn: np.ndarray,
+         row: int, col: int, min_entries: int) -> tuple[torch.Tensor, dict[str, int]]:
+    """A new layer mask with ``drawn`` (n x n, True = dark) in its connectivity at (row, col).
+
+    Keeps the layer's exact count of unpruned entries and leaves C outside the block as it
+    was. Everything is a tensor operation over the whole layer.
+    """
+    m = mask.clone().bool()
+    o, i, kh, kw = m.shape
+    ks = kh * kw
+    n = drawn.shape[0]
+    need_per = min(min_entries, ks)
+    d = torch.from_numpy(np.ascontiguousarray(drawn)).bool()
+    count_before = int(m.sum())
+    flat = m.view(o, i, ks)
+    rew = rewind.detach().abs().reshape(o, i, ks).to(torch.float64)
+    trn = trained.detach().abs().reshape(o, i, ks).to(torch.float64)
+
+    blk = flat[row:row + n, col:col + n]  # view into m
+    removed = int(blk[~d].sum())
+    blk[~d] = False
+    # Dark kernels: switch on the largest rewind weights among their pruned entries.
+    have = blk.sum(dim=2)
+    need = (need_per - have).clamp(min=0) * d
+    score = torch.where(blk, torch.full_like(rew[row:row + n, col:col + n], -1.0),
+                        rew[row:row + n, col:col + n])
+    rank = torch.argsort(torch.argsort(score, dim=2, descending=True), dim=2)
+    blk |= rank < need.unsqueeze(2)
+    added = int(need.sum())
+
+    inside = torch.zeros(o, i, dtype=torch.bool)
+    inside[row:row + n, col:col + n] = True
+    conn = flat.any(dim=2)
+    delta = removed - added
+    moved_in = moved_out = 0
+    if delta > 0:  # give freed entries to connected kernels outside the block
+        cand = (~flat) & (conn & ~inside).unsqueeze(2)
+        if int(cand.sum()) < delta:
+            raise TicketmarkError("not enough room outside the code to keep the weight count")
+        score = torch.where(cand, rew, torch.full_like(rew, -1.0)).flatten()
+        idx = torch.topk(score, delta).indices
+        flat.view(-1)[idx] = True
+        moved_in = delta
+    elif delta < 0:  # take entries from outside kernels, each keeping its strongest entry
+        strongest = torch.argmax(torch.where(flat, trn, torch.full_like(trn, -1.0)), dim=2)
+        keep = torch.zeros_like(flat)
+        keep.scatter_(2, strongest.unsqueeze(2), True)
+        cand = flat & ~keep & (~inside).unsqueeze(2)
+        if int(cand.sum()) < -delta:
+            raise TicketmarkError("not enough spare weights outside the code to keep the "
+                                  "weight count; try another --layer or a smaller --min-entries")
+        score = torch.where(cand, trn, torch.full_like(trn, float("inf"))).flatten()
+        idx = torch.topk(score, -delta, largest=False).indices
+        flat.view(-1)[idx] = False
+        moved_out = -delta
+    assert int(m.sum()) == count_before, "weight count changed"
+    return m, {"entries_pruned_in_block": removed, "entries_added_in_block": added,
+               "entries_added_outside": moved_in, "entries_removed_outside": moved_out}
+
+
+def claim_params(plan_: Plan, mask: Mask, tag: str, source_fp: str,
+                 min_entries: int) -> dict[str, Any]:
+    conns = layer_connectivity(mask)
+    return {
+        "tag": tag,
+        "tag_fingerprint": source_fp,
+        "qr_version": plan_.code.version,
+        "qr_mask": plan_.code.mask,
+        "qr_error": qr.ERROR_LEVEL,
+        "size": plan_.code.size,
+        "layer": plan_.position.layer,
+        "row": plan_.position.row,
+        "col": plan_.position.col,
+        "orientation": plan_.position.orientation,
+        "density": float(conns[plan_.position.layer].float().mean()),
+        "densities": {k: float(v.float().mean()) for k, v in conns.items()},
+        "min_entries": min_entries,
+    }
+
+
+def embed_signature(ticket: Ticket, key: Ed25519PrivateKey, message: str,
+                    options: EmbedOptions | None = None,
+                    data: DataSplits | None = None) -> EmbedResult:
+    """Embed, retrain and sign; returns the new ticket, its claim and a summary."""
+    options = options or EmbedOptions()
+    if options.min_entries < 1:
+        raise TicketmarkError(f"--min-entries must be at least 1, got {options.min_entries}")
+    if ticket.rewind is None:
+        raise TicketmarkError("the ticket has no rewind weights, so it cannot be retrained "
+                              "after embedding")
+    if "train" not in ticket.meta:
+        raise TicketmarkError("the ticket records no training recipe (meta 'train')")
+    source_fp = ticket.fingerprint()
+    tag = qr.make_tag(public_key_b64(key), message, source_fp)
+    p = plan(ticket.mask, qr.all_masks(tag), options.layer, options.min_entries)
+    name = p.position.layer
+    drawn = placement.oriented(p.code.modules, p.position.orientation)
+    new_layer, moves = draw(ticket.mask[name], ticket.rewind[name], ticket.state[name], drawn,
+                            p.position.row, p.position.col, options.min_entries)
+    new_mask = Mask({k: (new_layer if k == name else v) for k, v in ticket.mask.items()})
+
+    cfg = TrainConfig.from_dict(ticket.meta["train"])
+    if options.epochs is not None:
+        cfg.epochs = options.epochs
+        cfg.milestones = []
+    cfg.with_model_defaults(ticket.model_name)
+    data = data or load_dataset(ticket.dataset, options.data_dir)
+    acc_before, _ = evaluate(ticket.build(), data.test)
+    model = Ticket(ticket.model_name, ticket.dataset, ticket.in_channels, ticket.num_classes,
+                   ticket.image_size, ticket.state, new_mask, ticket.rewind).build("rewind")
+    result = train(model, data, cfg, new_mask, progress=options.progress,
+                   desc=f"retrain with signature in {name}")
+    acc_after, _ = evaluate(model, data.test)
+
+    params = claim_params(p, new_mask, tag, source_fp, options.min_entries)
+    summary = {
+        "tag": tag, "layer": name, "row": p.position.row, "col": p.position.col,
+        "orientation": p.position.orientation, "qr_version": p.code.version,
+        "qr_mask": p.code.mask, "modules": p.code.size ** 2,
+        "modules_changed": p.code.size ** 2 - p.agreement, **moves,
+        "acc_before": acc_before, "acc_after": acc_after,
+        "acc_change": acc_after - acc_before, "retrain_epochs": cfg.epochs,
+    }
+    history = list(ticket.meta.get("history", []))
+    history.append({"kind": SCHEME, "params": {k: v for k, v in params.items()
+                                               if k != "densities"},
+                    "acc_before": acc_before, "acc_after": acc_after})
+    meta = {**ticket.meta, "metrics": result.metrics, "history": history}
+    new = Ticket(ticket.model_name, ticket.dataset, ticket.in_channels, ticket.num_classes,
+                 ticket.image_size, state_of(model), new_mask, ticket.rewind, meta)
+    claim = make_claim(key, SCHEME, new.fingerprint(), params, message)
+    return EmbedResult(new, claim, summary)

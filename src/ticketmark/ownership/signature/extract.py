@@ -1,0 +1,91 @@
+"""Recover a layer's channel connectivity from weights alone, and undo channel permutations.
+
+A suspect's mask is the thief's to forge, so connectivity comes from the weights: kernel
+L1 norms, keeping the strongest ``density`` fraction of kernels (the density the owner
+recorded when signing). Thresholding at a known density rather than at "non-zero" means
+tiny noise written into pruned positions cannot turn every kernel on.
+
+Permuting channels preserves the function but scrambles C's rows and columns. Given the
+owner's reference ticket, the suspect's channels are matched back with the Hungarian
+algorithm on features that do not depend on the order of the other axis (the sorted kernel
+norms of a row or column), then refined by alternating the two axes with the partner axis
+already aligned, which makes the features positional and far more discriminative.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist
+
+from ticketmark.errors import TicketmarkError
+
+
+def kernel_norms(weight: torch.Tensor) -> torch.Tensor:
+    """(O, I) L1 norm of each kernel of a conv weight (O, I, kh, kw)."""
+    if weight.dim() != 4:
+        raise TicketmarkError(f"expected a conv weight (O, I, kh, kw), got shape "
+                              f"{tuple(weight.shape)}")
+    return weight.detach().abs().to(torch.float64).sum(dim=(2, 3))
+
+
+def connectivity_from_norms(norms: torch.Tensor, density: float) -> torch.Tensor:
+    """Top ``density`` fraction of kernels by norm (never a zero kernel): (O, I) bool."""
+    if not 0.0 <= density <= 1.0:
+        raise TicketmarkError(f"connectivity density must be in [0, 1], got {density}")
+    flat = norms.flatten()
+    k = int(round(density * flat.numel()))
+    if k <= 0:
+        return torch.zeros_like(norms, dtype=torch.bool)
+    threshold = torch.topk(flat, k).values[-1]
+    return (norms >= threshold) & (norms > 0)
+
+
+def connectivity(weight: torch.Tensor, density: float) -> torch.Tensor:
+    return connectivity_from_norms(kernel_norms(weight), density)
+
+
+def _match(suspect: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """perm with suspect[perm[j]] ~ reference[j] (rows are feature vectors)."""
+    cost = cdist(reference, suspect, metric="cityblock")
+    rows, cols = linear_sum_assignment(cost)
+    perm = np.empty(len(rows), dtype=np.int64)
+    perm[rows] = cols
+    return perm
+
+
+def align(suspect_norms: torch.Tensor, reference_norms: torch.Tensor,
+          rounds: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Output and input permutations that map the suspect's channels onto the reference's.
+
+    ``suspect[perm_out][:, perm_in]`` lines up with ``reference``. Starts from
+    permutation-invariant features (each row's and column's sorted norms), then refines
+    each axis with the other already aligned.
+    """
+    s = suspect_norms.numpy()
+    r = reference_norms.numpy()
+    if s.shape != r.shape:
+        raise TicketmarkError(f"suspect layer has shape {s.shape}, the reference {r.shape}")
+    perm_out = _match(-np.sort(-s, axis=1), -np.sort(-r, axis=1))
+    perm_in = _match(-np.sort(-s, axis=0).T, -np.sort(-r, axis=0).T)
+    for _ in range(rounds):
+        perm_in = _match(s[perm_out].T, r.T)
+        perm_out = _match(s[:, perm_in], r)
+    return perm_out, perm_in
+
+
+def aligned_norms(suspect_weight: torch.Tensor, reference_weight: torch.Tensor
+                  ) -> tuple[torch.Tensor, dict[str, int]]:
+    """The suspect's kernel norms with channels re-ordered to the reference's.
+
+    Also returns how many channels were moved (0 means the suspect was not permuted).
+    """
+    s = kernel_norms(suspect_weight)
+    r = kernel_norms(reference_weight)
+    perm_out, perm_in = align(s, r)
+    moved = {"output_channels_moved": int((perm_out != np.arange(len(perm_out))).sum()),
+             "input_channels_moved": int((perm_in != np.arange(len(perm_in))).sum())}
+    idx_out = torch.from_numpy(perm_out)
+    idx_in = torch.from_numpy(perm_in)
+    return s[idx_out][:, idx_in], moved

@@ -1,0 +1,219 @@
+"""Verify a signature claim against a suspect model, reading only the suspect's weights.
+
+Evidence, all reported:
+
+* the claim: its Ed25519 signature, and that its tag really is the hash of its own public
+  key, message and fingerprint (so nobody can copy an owner's tag into a claim signed with
+  another key);
+* the bit agreement between the block recovered from the suspect (kernel L1 norms,
+  thresholded at the density the owner recorded) and the expected code, with its chance
+  p-value (``stats``; with ``--search`` multiplied by the number of positions tried);
+* a decode of the block by zxing-cpp: raw, else with function patterns restored.
+
+Verdict: OWNED iff the claim is valid and (the decoded tag matches or p < threshold).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ticketmark.errors import TicketmarkError
+from ticketmark.io import load_ticket
+from ticketmark.ownership.claims import Claim
+from ticketmark.ownership.signature import extract, placement, qr, stats
+from ticketmark.ownership.verdict import NOT_OWNED, OWNED, UNVERIFIABLE, Verdict, VerifyOptions
+
+SCHEME = "signature"
+DEFAULT_THRESHOLD = 1e-9
+REQUIRED = {"tag": str, "tag_fingerprint": str, "qr_version": int, "qr_mask": int,
+            "size": int, "layer": str, "row": int, "col": int, "orientation": int,
+            "density": float}
+
+
+def claim_params(claim: Claim) -> dict[str, Any]:
+    """The claim's parameters, type-checked: a malformed claim is bad input (exit 2)."""
+    if claim.scheme != SCHEME:
+        raise TicketmarkError(f"claim is for scheme {claim.scheme!r}, not {SCHEME!r}")
+    params = claim.params
+    for key, typ in REQUIRED.items():
+        value = params.get(key)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) if typ is float \
+            else isinstance(value, typ) and not isinstance(value, bool)
+        if not ok:
+            raise TicketmarkError(f"signature claim lacks a valid {key!r} parameter")
+    if params["orientation"] not in range(placement.ORIENTATIONS):
+        raise TicketmarkError(f"claim orientation must be 0-3, got {params['orientation']}")
+    return params
+
+
+def claim_status(claim: Claim, params: dict[str, Any]) -> tuple[bool, bool, str | None]:
+    """(signature valid, tag bound to key/message/fingerprint, reason if not)."""
+    sig = claim.signature_valid()
+    bound = params["tag"] == qr.make_tag(claim.public_key, str(claim.body.get("message", "")),
+                                         params["tag_fingerprint"])
+    if not sig:
+        return sig, bound, ("the claim's signature is invalid: the claim was changed after "
+                            "signing (message, position, key or tag) or the signature is not "
+                            "its key's")
+    if not bound:
+        return sig, bound, ("the claim's tag is not the hash of its own public key, message "
+                            "and fingerprint (a tag copied into another owner's claim)")
+    return sig, bound, None
+
+
+def expected_code(params: dict[str, Any]) -> qr.Code:
+    code = qr.make_code(params["tag"], mask=params["qr_mask"], version=params["qr_version"])
+    if code.size != params["size"]:
+        raise TicketmarkError(f"claim says a {params['size']}x{params['size']} code but "
+                              f"version {params['qr_version']} is {code.size}x{code.size}")
+    return code
+
+
+def conv_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if v.dim() == 4 and k.endswith("weight")}
+
+
+@dataclass
+class Reading:
+    """One position read out of a suspect: the block, its statistics and its decode."""
+
+    position: placement.Position
+    conn: np.ndarray  # the layer's connectivity (re-aligned if a reference was given)
+    extracted: np.ndarray  # block in the code's frame
+    bits: stats.Agreement
+    pvals: stats.PValues
+    decoded: str | None
+    how: str
+
+    def evidence(self, tag: str) -> dict[str, Any]:
+        return {**self.position.to_json(), **self.bits.to_json(), **self.pvals.to_json(),
+                "decode": self.how, "decoded_text": self.decoded,
+                "tag_decoded": self.decoded == tag}
+
+
+def read_at(conn: torch.Tensor, position: placement.Position, code: qr.Code) -> Reading:
+    c = conn.numpy()
+    extracted = placement.block(c, position, code.size)
+    drawn = placement.oriented(code.modules, position.orientation)
+    pv = stats.p_values(c, drawn, position.row, position.col)
+    text, how = qr.decode(extracted, code.modules)
+    return Reading(position, c, extracted, stats.agreement(extracted, code.modules), pv,
+                   text, how)
+
+
+def layer_conn(name: str, weight: torch.Tensor, density: float | None,
+               reference: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Connectivity of one suspect layer, re-aligned to the reference when one is given."""
+    info: dict[str, Any] = {}
+    if reference is not None:
+        if name not in reference or reference[name].shape != weight.shape:
+            raise TicketmarkError(f"reference ticket has no layer {name} of shape "
+                                  f"{tuple(weight.shape)}")
+        norms, info = extract.aligned_norms(weight, reference[name])
+    else:
+        norms = extract.kernel_norms(weight)
+    if density is None:  # a layer the owner did not record: every non-zero kernel
+        density = float((norms > 0).double().mean())
+    return extract.connectivity_from_norms(norms, density), info
+
+
+def load_reference(path: Path, claim: Claim) -> dict[str, torch.Tensor]:
+    ref = load_ticket(path)
+    if ref.fingerprint() != claim.body.get("model_fingerprint"):
+        raise TicketmarkError(f"reference {path} is not the ticket this claim was made for "
+                              "(fingerprint differs)")
+    return ref.state
+
+
+def search(weights: dict[str, torch.Tensor], code: qr.Code, densities: dict[str, float],
+           reference: dict[str, torch.Tensor] | None) -> tuple[Reading, dict[str, Any]]:
+    """Every layer, offset and orientation: the best reading, and the search's record."""
+    n = code.size
+    names = [k for k, w in weights.items() if placement.fits(tuple(w.shape), n)]
+    if not names:
+        raise TicketmarkError(f"the suspect has no conv layer large enough for a {n}x{n} code")
+    conns = {k: layer_conn(k, weights[k], densities.get(k), reference)[0] for k in names}
+    cands = placement.best_per_layer(conns, [code.modules])
+    tested = sum(c.positions_in_layer for c in cands)
+    readings = [read_at(conns[c.position.layer], c.position, code) for c in cands]
+    decoded = [r for r in readings if r.decoded == code.text]
+    best = decoded[0] if decoded else min(readings, key=lambda r: r.pvals.log10_p)
+    rows = [{"layer": r.position.layer, "agree": r.bits.agree, "log10_p": r.pvals.log10_p,
+             "decode": r.how} for r in sorted(readings, key=lambda r: r.pvals.log10_p)]
+    return best, {"positions_tested": tested, "layers_searched": len(names), "per_layer": rows}
+
+
+def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
+    """Python entry point of ``ticketmark verify`` for signature claims."""
+    params = claim_params(claim)
+    threshold = DEFAULT_THRESHOLD if options.threshold is None else float(options.threshold)
+    if not 0.0 < threshold < 1.0:
+        raise TicketmarkError(f"--threshold must be in (0, 1), got {threshold}")
+    code = expected_code(params)
+    sig_ok, tag_ok, bad_claim = claim_status(claim, params)
+    weights = conv_weights(load_ticket(suspect).state)  # weights only, never mask or meta
+    reference = load_reference(options.reference, claim) if options.reference else None
+    densities = {str(k): float(v) for k, v in dict(params.get("densities", {})).items()}
+    densities[params["layer"]] = float(params["density"])
+
+    evidence: dict[str, Any] = {"mode": "search" if options.search else "claimed position",
+                                "signature_valid": sig_ok, "tag_bound_to_claim": tag_ok,
+                                "tag": params["tag"], "threshold": threshold}
+    if options.search:
+        reading, record = search(weights, code, densities, reference)
+        log10_p = min(0.0, reading.pvals.log10_p + math.log10(record["positions_tested"]))
+        evidence |= reading.evidence(code.text)
+        evidence |= {"log10_p_uncorrected": reading.pvals.log10_p, "log10_p": log10_p,
+                     "p_value": 10.0 ** log10_p, "search": record}
+        alignment: dict[str, Any] = {}
+    else:
+        name = params["layer"]
+        pos = placement.Position(name, params["row"], params["col"], params["orientation"])
+        w = weights.get(name)
+        if w is None or not placement.fits(tuple(w.shape), code.size) \
+                or pos.row + code.size > w.shape[0] or pos.col + code.size > w.shape[1]:
+            reason = (f"the suspect has no layer {name} large enough for the claimed block "
+                      "(try --search)")
+            return Verdict(SCHEME, UNVERIFIABLE, reason, evidence)
+        conn, alignment = layer_conn(name, w, densities[name], reference)
+        reading = read_at(conn, pos, code)
+        evidence |= reading.evidence(code.text)
+        log10_p = reading.pvals.log10_p
+    if alignment:
+        evidence["alignment"] = alignment
+    evidence["decoded_tag_matches"] = reading.decoded == code.text
+    significant = log10_p < math.log10(threshold)
+    if bad_claim is not None:
+        status, reason = NOT_OWNED, bad_claim
+    elif reading.decoded == code.text or significant:
+        status = OWNED
+        reason = (f"valid claim; {reading.bits.agree}/{reading.bits.total} modules agree "
+                  f"(p = {_fmt(log10_p)} < {threshold:g})" if significant else
+                  f"valid claim; p = {_fmt(log10_p)} is above {threshold:g}")
+        if reading.decoded == code.text:
+            reason += f"; tag decoded ({reading.how})"
+    else:
+        status = NOT_OWNED
+        reason = (f"{reading.bits.agree}/{reading.bits.total} modules agree, p = "
+                  f"{_fmt(log10_p)} is not below {threshold:g}, and the tag was not decoded")
+    pictures = []
+    if options.report_dir is not None:
+        from ticketmark.ownership.signature.figure import save_signature_figure
+
+        path = Path(options.report_dir) / "signature.png"
+        save_signature_figure(path, reading.conn, reading.position, code.size,
+                              reading.extracted, code.modules, reading.how)
+        pictures.append(str(path))
+    return Verdict(SCHEME, status, reason, evidence, 10.0 ** log10_p, pictures)
+
+
+def _fmt(log10_p: float) -> str:
+    if log10_p > -300:
+        return f"{10.0 ** log10_p:.3g}"
+    return f"1e{log10_p:.0f}"
