@@ -14,4 +14,4 @@ app = typer.Typer(
 )
 
 # Each module adds its commands to ``app`` on import (order = order in --help).
-from ticketmark.cli import find, info, keygen, attack, attack, embed, lock, verify, demo, trigger, serve, report  # noqa: E402,F401,I001
+from ticketmark.cli import find, info, keygen, attack, embed, lock, verify, demo, trigger, serve, report  # noqa: E402,F401,I001
