@@ -1,0 +1,229 @@
+"""Trigger sets (scheme 3): determinism, commitments, the test, embedding and verification."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import run_cli
+from tests.trigger_support import fresh_claim, marked_conv
+from ticketmark.errors import TicketmarkError
+from ticketmark.io import load_ticket
+from ticketmark.ownership.claims import Claim, make_claim
+from ticketmark.ownership.keys import keygen, load_private_key
+from ticketmark.ownership.trigger.commitment import load_seed, save_seed
+from ticketmark.ownership.trigger.embed import claim_params
+from ticketmark.ownership.trigger.folder import folder_hash, load_folder, write_folder
+from ticketmark.ownership.trigger.generate import (
+    TriggerParams,
+    derive_seed,
+    generate,
+    random_seed,
+)
+from ticketmark.ownership.trigger.stats import binomial_p, calibrate_null
+from ticketmark.ownership.trigger.verify import verify_claim
+from ticketmark.ownership.verdict import NOT_OWNED, OWNED, VerifyOptions
+from ticketmark.training import predict
+
+P_RGB = TriggerParams(16, 3, 32, 32, 10, -2.0, 2.5)
+P_DIGITS = TriggerParams(100, 1, 8, 8, 10, -0.8, 1.8)
+
+
+def _digest(s) -> str:
+    return hashlib.sha256(s.x.numpy().tobytes() + s.y.numpy().tobytes()).hexdigest()
+
+
+def test_same_seed_bit_identical():
+    seed = bytes(range(32))
+    a, b = generate(seed, P_RGB), generate(seed, P_RGB)
+    assert a.x.dtype == torch.float32 and a.x.shape == (16, 3, 32, 32)
+    assert a.x.numpy().tobytes() == b.x.numpy().tobytes() and torch.equal(a.y, b.y)
+    # Pinned: the generator is a published format; any change needs a new version string.
+    assert _digest(a) == "3ee52d001cd2e223a632d898d89be038185a338bf59463b48696081c750d0312"
+    assert float(a.x.min()) >= -2.0 and float(a.x.max()) <= 2.5
+
+
+def test_different_seeds_differ_and_labels_cover_classes():
+    a, b = generate(random_seed(), P_DIGITS), generate(random_seed(), P_DIGITS)
+    assert not torch.equal(a.x, b.x)
+    big = generate(b"\x01" * 32, TriggerParams(5000, 1, 4, 4, 10, 0.0, 1.0))
+    counts = np.bincount(big.y.numpy(), minlength=10)
+    assert counts.min() > 400 and counts.max() < 600  # uniform over classes
+
+
+def test_seed_derived_from_key(tmp_path):
+    key = load_private_key(keygen(tmp_path / "o")[0])
+    assert derive_seed(key, "t1") == derive_seed(key, "t1")
+    assert derive_seed(key, "t1") != derive_seed(key, "t2")
+    other = load_private_key(keygen(tmp_path / "p")[0])
+    assert derive_seed(other, "t1") != derive_seed(key, "t1")
+
+
+@pytest.mark.parametrize("bad", [{"size": 0}, {"classes": 1}, {"lo": 3.0}, {"height": "x"}])
+def test_bad_params_rejected(bad):
+    with pytest.raises(TicketmarkError):
+        TriggerParams.from_dict({**P_DIGITS.to_dict(), **bad})
+
+
+def test_binomial_and_calibration():
+    assert binomial_p(0, 100, 0.1) == pytest.approx(1.0)
+    assert binomial_p(100, 100, 0.1) == pytest.approx(1e-100, rel=1e-6)
+    assert 1e-6 < binomial_p(20, 100, 0.1) < 0.01
+    assert calibrate_null([10, 12], [100, 100], 10) > 0.11  # upper bound above pooled rate
+    assert calibrate_null([0], [100], 10) == pytest.approx(0.1)  # never below chance
+
+
+def test_seed_file_roundtrip_and_malformed(tmp_path):
+    seed = random_seed()
+    path = save_seed(tmp_path / "s.json", seed, [3, 1])
+    assert load_seed(path) == (seed, [1, 3])
+    assert path.stat().st_mode & 0o077 == 0
+    for text in ["nope", json.dumps({"format": "x"}), json.dumps({
+            "format": "ticketmark-trigger-seed/1", "seed": "abcd"})]:
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(TicketmarkError):
+            load_seed(tmp_path / "bad.json")
+
+
+def test_embed_reaches_trigger_accuracy_and_verifies(conv_ticket, tmp_path):
+    m = marked_conv(conv_ticket)
+    assert m.report["trigger_acc"] >= 95.0
+    assert m.report["plain_trigger_acc"] < 40.0
+    marked = load_ticket(m.ticket)
+    assert marked.fingerprint() == load_ticket(conv_ticket).fingerprint()  # same mask, rewind
+    assert marked.meta["history"][-1]["kind"] == "trigger-embed"
+    v = verify_claim(str(m.ticket), m.claim, VerifyOptions(reveal=m.seed_file,
+                                                           report_dir=tmp_path))
+    assert v.status == OWNED, v.reason
+    assert v.evidence["matches"] >= 95 and v.p_value < 1e-60
+    assert (tmp_path / "trigger_confusion.png").stat().st_size > 1000
+
+
+def test_forged_set_rejected_by_commitment(conv_ticket, tmp_path):
+    """A forger who picks inputs after seeing the model cannot match the commitment."""
+    m = marked_conv(conv_ticket)
+    suspect = load_ticket(conv_ticket).build()
+    # 1. Inputs the model already maps to the forger's labels, as a folder set.
+    forged = generate(random_seed(), m.params)
+    forged.y = predict(suspect, forged.x).argmax(1)  # 100% "matches" by construction
+    write_folder(forged, tmp_path / "forged", m.params.lo, m.params.hi)
+    with pytest.raises(TicketmarkError, match="folder"):  # the claim is a seed claim
+        verify_claim(str(conv_ticket), m.claim, VerifyOptions(reveal=tmp_path / "forged"))
+    cp = claim_params("folder", "f" * 64, m.params, [])
+    owner = load_private_key(m.key_file)
+    folder_claim = make_claim(owner, "trigger", "0" * 64, cp)  # committed to another folder
+    v = verify_claim(str(conv_ticket), folder_claim, VerifyOptions(reveal=tmp_path / "forged"))
+    assert v.status == NOT_OWNED and v.evidence["commitment_valid"] is False
+    # 2. Another seed, or the real seed with the misses "excluded" after the fact.
+    other = save_seed(tmp_path / "other.json", random_seed(), [])
+    v = verify_claim(str(conv_ticket), m.claim, VerifyOptions(reveal=other))
+    assert v.status == NOT_OWNED and "commitment" in v.reason
+    seed, _ = load_seed(m.seed_file)
+    true_set = generate(seed, m.params)
+    misses = (predict(suspect, true_set.x).argmax(1) != true_set.y).nonzero().flatten()
+    cherry = save_seed(tmp_path / "cherry.json", seed, [int(i) for i in misses])
+    v = verify_claim(str(conv_ticket), m.claim, VerifyOptions(reveal=cherry))
+    assert v.status == NOT_OWNED and v.evidence["commitment_valid"] is False
+    # 3. A tampered claim (the forger's own key pasted in) fails its signature.
+    forger = load_private_key(keygen(tmp_path / "forger")[0])
+    body = {**m.claim.body,
+            "owner_public_key": make_claim(forger, "trigger", "", {}).public_key}
+    v = verify_claim(str(m.ticket), Claim(body, m.claim.signature),
+                     VerifyOptions(reveal=m.seed_file))
+    assert v.status == NOT_OWNED and v.evidence["signature_valid"] is False
+
+
+def test_seed_search_cannot_forge(conv_ticket):
+    """Grinding seeds against an unmarked model: the best of 200 stays far above 1e-6."""
+    model = load_ticket(conv_ticket).build()
+    sets = [generate(random_seed(), P_DIGITS) for _ in range(200)]
+    pred = predict(model, torch.cat([s.x for s in sets])).argmax(1).view(200, -1)
+    matches = (pred == torch.stack([s.y for s in sets])).sum(1)
+    assert binomial_p(int(matches.max()), 100, 0.1) > 1e-4
+
+
+def test_random_seed_on_unmarked_model_is_not_owned(conv_ticket, tmp_path):
+    params = TriggerParams(100, 1, 8, 8, 10, -0.8137, 1.8449)
+    claim, seed_file, _ = fresh_claim(params, tmp_path)
+    v = verify_claim(str(conv_ticket), claim, VerifyOptions(reveal=seed_file))
+    assert v.status == NOT_OWNED and v.evidence["commitment_valid"] is True
+    assert v.p_value > 1e-3  # far above the 1e-6 threshold
+
+
+def test_excluded_slots_count_as_misses(conv_ticket, tmp_path):
+    params = TriggerParams(100, 1, 8, 8, 10, -0.8137, 1.8449)
+    claim, seed_file, _ = fresh_claim(params, tmp_path, excluded=list(range(0, 100, 2)))
+    v = verify_claim(str(conv_ticket), claim, VerifyOptions(reveal=seed_file))
+    assert v.evidence["queried"] == 50 and v.evidence["slots"] == 100
+    assert v.p_value == pytest.approx(binomial_p(v.evidence["matches"], 100, 0.1))
+
+
+def test_null_calibrated_on_reference_models(conv_ticket, tmp_path):
+    m = marked_conv(conv_ticket)
+    v = verify_claim(str(m.ticket), m.claim, VerifyOptions(reveal=m.seed_file,
+                                                           reference=conv_ticket))
+    assert v.status == OWNED and v.evidence["null_p"] >= 0.1
+    assert "calibrated on 1" in v.evidence["null"]
+
+
+def test_folder_set_commitment(conv_ticket, tmp_path):
+    m = marked_conv(conv_ticket)
+    seed, _ = load_seed(m.seed_file)
+    folder = write_folder(generate(seed, m.params), tmp_path / "set", m.params.lo, m.params.hi)
+    trig, params = load_folder(folder, 1, 8, 8, 10, m.params.lo, m.params.hi)
+    assert params == m.params and torch.equal(trig.y, generate(seed, m.params).y)
+    owner = load_private_key(m.key_file)
+    claim = make_claim(owner, "trigger", "0" * 64,
+                       claim_params("folder", folder_hash(folder), params, []))
+    v = verify_claim(str(m.ticket), claim, VerifyOptions(reveal=folder))
+    assert v.status == OWNED and v.evidence["kind"] == "folder"
+    tampered = shutil.copytree(folder, tmp_path / "tampered")
+    labels = (tampered / "labels.txt").read_text().splitlines()
+    labels[0] = str((int(labels[0]) + 1) % 10)
+    (tampered / "labels.txt").write_text("\n".join(labels) + "\n")
+    v = verify_claim(str(m.ticket), claim, VerifyOptions(reveal=tampered))
+    assert v.status == NOT_OWNED and v.evidence["commitment_valid"] is False
+
+
+def _one_line_error(res):
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    return lines[0]
+
+
+def test_cli_bad_input(conv_ticket, tmp_path):
+    m = marked_conv(conv_ticket)
+    res = run_cli("trigger", "embed", "--ticket", conv_ticket, "--key", tmp_path / "none.pem",
+                  "--out", tmp_path / "o")
+    assert "no private key" in _one_line_error(res)
+    res = run_cli("trigger", "embed", "--ticket", conv_ticket, "--key", m.key_file,
+                  "--out", tmp_path / "o", "--ratio", "1.5")
+    assert "ratio" in _one_line_error(res)
+    assert not (tmp_path / "o.safetensors").exists()
+    res = run_cli("verify", "--suspect", m.ticket, "--claim", m.claim_file)
+    assert "--reveal" in _one_line_error(res)
+
+
+@pytest.mark.slow
+def test_cli_embed_then_verify(conv_ticket, tmp_path):
+    m = marked_conv(conv_ticket)
+    res = run_cli("trigger", "embed", "--ticket", conv_ticket, "--key", m.key_file,
+                  "--out", tmp_path / "t3", "--epochs", "8", "--ratio", "0.2", "-q")
+    assert res.returncode == 0, res.stderr
+    claim, seed = tmp_path / "t3.trigger-claim.json", tmp_path / "t3.trigger-seed.json"
+    res = run_cli("verify", "--suspect", tmp_path / "t3.safetensors", "--claim", claim,
+                  "--reveal", seed, "--report", tmp_path / "rep")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "OWNED" in res.stdout and (tmp_path / "rep" / "trigger_confusion.png").is_file()
+    res = run_cli("verify", "--suspect", conv_ticket, "--claim", claim, "--reveal", seed)
+    assert res.returncode == 1 and "NOT OWNED" in res.stdout
+    res = run_cli("trigger", "make", "--ticket", conv_ticket, "--seed-in", seed,
+                  "--out", tmp_path / "set", "--size", "10")
+    assert res.returncode == 0 and len(list((tmp_path / "set").glob("*.png"))) == 10
