@@ -239,13 +239,14 @@ def path_ranks(plan: Plan, sample: PathSample) -> dict[str, torch.Tensor]:
         gid = h[:, 0] * plan.in_channels(step) + h[:, 1] + off
         cols.append(torch.where(h[:, 0] >= 0, gid, torch.full_like(gid, -1)))
     ids = torch.stack(cols, 1).flatten()  # path-major: path 0's layers, then path 1's ...
-    pos = torch.arange(ids.numel())
+    never = ids.numel()  # larger than every position
+    pos = torch.arange(never)
     valid = ids >= 0
     ids, pos = ids[valid], pos[valid]
     total = int(sum(sizes))
-    first = torch.full((total,), ids.numel() + 1, dtype=torch.long)
+    first = torch.full((total,), never, dtype=torch.long)
     first.scatter_reduce_(0, ids, pos, reduce="amin")
-    seen = first <= ids.numel()
+    seen = first < never
     rank = torch.full((total,), -1, dtype=torch.long)
     order = torch.argsort(first[seen])
     rank_seen = torch.empty_like(order)
