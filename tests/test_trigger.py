@@ -227,3 +227,24 @@ def test_cli_embed_then_verify(conv_ticket, tmp_path):
     res = run_cli("trigger", "make", "--ticket", conv_ticket, "--seed-in", seed,
                   "--out", tmp_path / "set", "--size", "10")
     assert res.returncode == 0 and len(list((tmp_path / "set").glob("*.png"))) == 10
+
+
+def test_avoid_natural_excludes_predicted_slots(conv_ticket, tmp_path):
+    from ticketmark.ownership.trigger.embed import EmbedConfig, embed
+
+    plain = load_ticket(conv_ticket)
+    seed = random_seed()
+    res = embed(plain, EmbedConfig(size=60, epochs=1, avoid_natural=True), seed=seed,
+                progress=False)
+    full = generate(seed, TriggerParams.from_dict(res.claim_params["trigger"]))
+    natural = predict(plain.build(), full.x).argmax(1)
+    assert res.trigger.excluded() == [int(i) for i in (natural == full.y).nonzero().flatten()]
+    assert res.report["plain_trigger_acc"] == 0.0  # no kept label is the natural one
+    owner = load_private_key(keygen(tmp_path / "o")[0])
+    claim = make_claim(owner, "trigger", plain.fingerprint(), res.claim_params)
+    kept = save_seed(tmp_path / "s.json", seed, res.trigger.excluded())
+    v = verify_claim(str(conv_ticket), claim, VerifyOptions(reveal=kept))
+    assert v.evidence["commitment_valid"] and v.evidence["matches"] == 0
+    dropped = save_seed(tmp_path / "d.json", seed, [])  # the exclusions are committed
+    assert not verify_claim(str(conv_ticket), claim, VerifyOptions(reveal=dropped)
+                            ).evidence["commitment_valid"]
