@@ -45,7 +45,7 @@ def resnet(resnet_ticket):
 
 @pytest.fixture(scope="module")
 def ctx(resnet):
-    return ChooserContext(resnet, seed=3, batches=2, batch_size=64, ig_steps=4,
+    return ChooserContext(resnet, seed=3, batches=1, batch_size=64, ig_steps=2,
                           betweenness_k=16)
 
 
@@ -181,6 +181,8 @@ def test_key_file_errors(resnet, ctx, tmp_path, conv_ticket):
     flipped[100] ^= 1
     with pytest.raises(TicketmarkError, match="corrupted"):
         unseal(bytes(flipped), None, "x")
+    with pytest.raises(TicketmarkError, match="applies to"):
+        choose(ctx, "omp", paths=5)
     with pytest.raises(TicketmarkError, match="not a ticketmark lock key"):
         LockKey.from_bytes(b"garbage" * 10, "x")
     with pytest.raises(TicketmarkError, match="another ticket"):
