@@ -192,7 +192,7 @@ def test_fill_std_reference_overlaps_small_weights(rticket):
         new = _weights(out, [n])[n]
         overlaps.append(bool(new[~m].abs().max() > new[m].abs().min()))
     assert any(overlaps)
-    quiet = fill(model, 0.5, reference="min")  # below every real weight in every layer
+    quiet = fill(model, 0.01, reference="min")  # below every real weight in every layer
     for n, m in rticket.mask.items():
         new = _weights(quiet, [n])[n]
         assert new[~m].abs().max() < new[m].abs().min()
@@ -359,3 +359,32 @@ def test_apply_attack_rejects_other_input_shape(cticket):
 
     with pytest.raises(TicketmarkError, match=r"input shape \(1, 28, 28\)"):
         apply_attack(cticket, "noise", {}, load_dataset("mnist5k"))
+
+
+# distillation -----------------------------------------------------------------------------
+
+def test_distill_trains_a_fresh_student_with_a_fresh_mask(cticket, small):
+    from ticketmark.attacks import distill
+
+    teacher = cticket.build()
+    names = list(cticket.mask)
+    student = distill(teacher, small, epochs=1, seed=1)
+    smask = Mask.from_weights(student, names)
+    assert smask.layer_counts() == cticket.mask.layer_counts()  # same capacity per layer
+    for n in names:
+        assert not torch.equal(smask[n], cticket.mask[n])  # ... at other positions
+        overlap = (smask[n] & cticket.mask[n]).float().sum() / cticket.mask[n].sum()
+        assert overlap < 0.8
+    same = distill(teacher, small, epochs=1, mask="same")
+    assert all(torch.equal(Mask.from_weights(same, names)[n], cticket.mask[n]) for n in names)
+    with pytest.raises(TicketmarkError, match="unknown student mask"):
+        distill(teacher, small, mask="half")
+
+
+@pytest.mark.slow
+def test_distill_recovers_accuracy(cticket, digits):
+    from ticketmark.attacks import distill
+
+    teacher = cticket.build()
+    student = distill(teacher, digits, epochs=20)
+    assert evaluate(student, digits.test)[0] > evaluate(teacher, digits.test)[0] - 5

@@ -14,6 +14,7 @@ from ticketmark.attacks.apply import (
     register_attack,
     resolve_params,
 )
+from ticketmark.attacks.distill import DISTILL_MASKS, distill
 from ticketmark.attacks.finetune import FINETUNE_MODES, finetune, thief_splits
 from ticketmark.attacks.noise import fill, noise
 from ticketmark.attacks.permute import (
@@ -28,6 +29,7 @@ from ticketmark.attacks.quantize import QUANT_SCHEMES, BitReport, effective_bits
 
 __all__ = [
     "ATTACKS",
+    "DISTILL_MASKS",
     "FINETUNE_MODES",
     "NEEDS_DATA",
     "PRUNE_METHODS",
@@ -39,6 +41,7 @@ __all__ = [
     "attack_defaults",
     "attack_file",
     "channel_groups",
+    "distill",
     "effective_bits",
     "fill",
     "finetune",

@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from ticketmark.attacks.distill import distill
 from ticketmark.attacks.finetune import finetune
 from ticketmark.attacks.noise import fill, noise
 from ticketmark.attacks.permute import permute
@@ -33,12 +34,16 @@ ATTACKS: dict[str, Callable[..., nn.Module]] = {
     "noise": noise,
     "fill": fill,
     "permute": permute,
+    "distill": distill,
 }
-NEEDS_DATA = {"finetune"}
+NEEDS_DATA = {"finetune", "distill"}
 # Parameters that steer execution, not the attack: never recorded, never from a plan.
 _RUNTIME = {"progress", "device", "data", "model"}
 # ``prune`` may be followed by mask-keeping fine-tuning (the usual prune-then-recover).
 _PRUNE_FINETUNE = {"finetune_epochs": 0, "lr": None, "thief_fraction": 0.5}
+# Sidecar fields ``save_ticket`` derives from the tensors; ``load_ticket`` keeps them in
+# ``meta`` and ``save_ticket`` lets ``meta`` override them, so drop them before saving.
+_DERIVED_META = ("sparsity", "layer_density", "software", "format", "fingerprint")
 
 
 def register_attack(kind: str, fn: Callable[..., nn.Module], needs_data: bool = False) -> None:
@@ -147,7 +152,10 @@ def apply_attack(ticket: Ticket, kind: str, params: dict[str, Any] | None = None
     history = [*ticket.meta.get("history", []), entry]
     # metrics[-1] is what ``info`` and reports show: make it describe these weights.
     metrics = [*ticket.meta.get("metrics", []), {"test_acc": acc_after, "attack": kind}]
-    return ticket.with_model(attacked, mask=mask, history=history, metrics=metrics)
+    stolen = ticket.with_model(attacked, mask=mask, history=history, metrics=metrics)
+    for key in _DERIVED_META:  # stale copies read from the owner's sidecar would win
+        stolen.meta.pop(key, None)
+    return stolen
 
 
 def attack_file(src: str | Path, dst: str | Path, kind: str,

@@ -34,7 +34,7 @@ class _AttackGroup(TyperGroup):
 attack_app = typer.Typer(
     cls=_AttackGroup,
     help="Attack a ticket as a thief would (fine-tune, prune, quantize, noise, fill, "
-         "permute) or sweep a plan of attacks into one table.",
+         "permute, distill) or sweep a plan of attacks into one table.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -153,6 +153,29 @@ def permute(
 ) -> None:
     """Randomly permute every layer's channels without changing the model's outputs."""
     _run(source, out, "permute", {"seed": seed}, dataset, data_dir, quiet)
+
+
+@attack_app.command()
+def distill(
+    source: Path = InOpt, out: Path = OutOpt,
+    epochs: int = typer.Option(20, help="training epochs of the student"),
+    lr: float | None = typer.Option(None, help="student learning rate, cosine schedule "
+                                               "(default 0.05 with BatchNorm, else 0.01)"),
+    temperature: float = typer.Option(4.0, help="softmax temperature of the soft labels"),
+    alpha: float = typer.Option(1.0, help="weight of the soft-label loss (1: no labels)"),
+    mask: str = typer.Option("random", help="student mask: random (teacher's per-layer "
+                                            "density), same, dense"),
+    thief_fraction: float = typer.Option(0.5, help="share of the training split used as "
+                                                   "the transfer set"),
+    batch_size: int = typer.Option(64),
+    dataset: str | None = DatasetOpt, data_dir: Path | None = DataDirOpt,
+    seed: int = SeedOpt, quiet: bool = QuietOpt,
+) -> None:
+    """Train a fresh sparse student on the ticket's soft labels (nothing copied)."""
+    _run(source, out, "distill", {"epochs": epochs, "lr": lr, "temperature": temperature,
+                                  "alpha": alpha, "mask": mask,
+                                  "thief_fraction": thief_fraction, "batch_size": batch_size,
+                                  "seed": seed}, dataset, data_dir, quiet)
 
 
 @attack_app.command()
