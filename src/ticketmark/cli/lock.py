@@ -127,7 +127,8 @@ def _numbers(text: str, flag: str) -> list[float]:
 
 @lock_app.command("evaluate")
 def lock_evaluate(
-    ticket: Path = typer.Option(..., "--ticket", help="ticket to measure (not modified)"),
+    ticket: Path | None = typer.Option(None, "--ticket", help="ticket to measure (not "
+                                                              "modified)"),
     out: Path = typer.Option(..., "--out", help="folder for lock_eval.csv/.md/.json/.png"),
     methods: str = typer.Option(",".join(CHOOSERS), help="comma-separated choosers"),
     sizes: str = typer.Option("1,2,5,10,20", help="key sizes, % of the ticket's weights"),
@@ -137,17 +138,29 @@ def lock_evaluate(
                                "random add-back forgery"),
     forge_sizes: str | None = typer.Option(None, help="forge only at these key sizes "
                                                       "(default: every size)"),
+    noise: bool = typer.Option(True, "--noise/--no-noise", help="retrain the original with "
+                               "a second seed to show the noise scale"),
     data_dir: Path | None = typer.Option(None, help="dataset folder"),
     batches: int = typer.Option(4, help="batches of owner data the saliencies average"),
+    merge_dirs: str | None = typer.Option(None, "--merge", help="instead of running, merge "
+                                          "the results in these comma-separated folders "
+                                          "(one grid split across processes) into --out"),
 ) -> None:
     """Retrain locked tickets per chooser and key size; write a table and a plot."""
-    from ticketmark.ownership.lock.evaluate import EvalConfig, evaluate_lock
+    from ticketmark.ownership.lock.evaluate import EvalConfig, evaluate_lock, merge
+
+    if merge_dirs:
+        merge([d.strip() for d in merge_dirs.split(",") if d.strip()], out)
+        print((out / "lock_eval.md").read_text(), end="")
+        return
+    if ticket is None:
+        raise TicketmarkError("lock evaluate needs --ticket (or --merge)")
 
     size_list = _numbers(sizes, "--sizes")
     forge_list = _numbers(forge_sizes, "--forge-sizes") if forge_sizes else None
     cfg = EvalConfig(methods=[m.strip() for m in methods.split(",") if m.strip()],
                      sizes=size_list, epochs=epochs, seed=seed, forge=forge,
-                     forge_sizes=forge_list,
+                     forge_sizes=forge_list, noise=noise,
                      data_dir=str(data_dir) if data_dir else None, batches=batches)
     evaluate_lock(ticket, out, cfg.validate())
     print((out / "lock_eval.md").read_text(), end="")

@@ -136,12 +136,22 @@ def _resnet_plan(model: nn.Module, mask: Mask, blocks: list[tuple[str, nn.Module
 _CHUNK = 1 << 16  # weights per temporary in ``kernel_views``
 
 
-@dataclass
 class KernelView:
-    """Per layer: summed |weight| per kernel ``[out, in]`` and its present-weight count."""
+    """Per layer: summed |weight| per kernel ``[out, in]``, and (computed on first use, as
+    the walk itself never needs it) the number of present weights per kernel."""
 
-    magnitude: torch.Tensor  # float32 (out, in)
-    count: torch.Tensor  # int64 (out, in): present weights in the kernel
+    def __init__(self, magnitude: torch.Tensor, mask: torch.Tensor):
+        self.magnitude = magnitude  # float32 (out, in)
+        self._mask = mask  # bool (out, in * weights per kernel)
+        self._count: torch.Tensor | None = None
+
+    @property
+    def count(self) -> torch.Tensor:
+        if self._count is None:
+            out, cin = self.magnitude.shape
+            per = self._mask.shape[1] // cin
+            self._count = self._mask.reshape(-1, per).sum(1, dtype=torch.int64).view(out, cin)
+        return self._count
 
     @property
     def present(self) -> torch.Tensor:
@@ -157,17 +167,15 @@ def kernel_views(plan: Plan, mask: Mask, weights: dict[str, torch.Tensor]) -> di
         w = weights[step.name].detach().to("cpu", torch.float32).reshape(out, -1)
         mm = m.reshape(out, -1)
         ones = torch.ones(per)
-        magnitude, count = torch.empty(out, cin), torch.empty(out, cin)
-        # Chunks of output rows keep the temporaries small (full-size ones cost more in
+        magnitude = torch.empty(out, cin)
+        # Chunks of output rows keep the |w| temporary small (a full-size one costs more in
         # page faults than the arithmetic); a matrix-vector product sums each kernel
-        # several times faster than ``sum(-1)``, for the count too (exact below 2**24).
+        # several times faster than ``sum(-1)``.
         rows = max(1, _CHUNK // max(1, w.shape[1]))
         for lo in range(0, out, rows):
-            keep = mm[lo : lo + rows].to(torch.float32)
-            part = w[lo : lo + rows].abs().mul_(keep)
+            part = w[lo : lo + rows].abs().mul_(mm[lo : lo + rows])
             magnitude[lo : lo + rows] = torch.mv(part.view(-1, per), ones).view(-1, cin)
-            count[lo : lo + rows] = torch.mv(keep.view(-1, per), ones).view(-1, cin)
-        views[step.name] = KernelView(magnitude, count.to(torch.int64))
+        views[step.name] = KernelView(magnitude, mm)
     return views
 
 
