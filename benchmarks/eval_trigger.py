@@ -75,15 +75,29 @@ def attacks(marked: torch.nn.Module, plain: torch.nn.Module, data: DataSplits,
     return out
 
 
-def unmarked_models(data: DataSplits, count: int) -> list[tuple[str, torch.nn.Module]]:
-    """Independently trained models: lenet300 (2 epochs) and conv2 (1 epoch), own seeds."""
+def unmarked_models(data: DataSplits, count: int, cache: Path | None = None
+                    ) -> list[tuple[str, torch.nn.Module]]:
+    """Independently trained models: lenet300 (2 epochs) and conv2 (1 epoch), own seeds.
+
+    With ``cache``, each model's weights are kept there and reused by later runs.
+    """
+    from safetensors.torch import load_file, save_file
+
     models = []
     for i in range(count):
         name = "lenet300" if i % 3 else "conv2"
         seed_everything(1000 + i)
         m = build_model(name, data.in_channels, data.num_classes, data.image_size)
-        cfg = TrainConfig(epochs=2 if name == "lenet300" else 1, batch_size=128, seed=1000 + i)
-        train(m, data, cfg.with_model_defaults(name), None, progress=False)
+        stored = cache / f"{data.name}_{name}_{i}.safetensors" if cache else None
+        if stored is not None and stored.is_file():
+            m.load_state_dict(load_file(stored))
+        else:
+            cfg = TrainConfig(epochs=2 if name == "lenet300" else 1, batch_size=128,
+                              seed=1000 + i)
+            train(m, data, cfg.with_model_defaults(name), None, progress=False)
+            if stored is not None:
+                stored.parent.mkdir(parents=True, exist_ok=True)
+                save_file(state_of(m), str(stored))
         models.append((f"{name}#{i}", m))
     return models
 
@@ -98,6 +112,9 @@ def main() -> None:
     ap.add_argument("--ft-epochs", type=int, default=5)
     ap.add_argument("--unmarked", type=int, default=20)
     ap.add_argument("--skip-unmarked", action="store_true")
+    ap.add_argument("--unmarked-cache", type=Path, help="keep/reuse unmarked models here")
+    ap.add_argument("--train-unmarked-only", action="store_true",
+                    help="only train the unmarked models into --unmarked-cache")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     work = args.out
@@ -106,6 +123,10 @@ def main() -> None:
     key = load_private_key(key_path)
     plain_t = load_ticket(args.ticket)
     data = load_ticket_data(plain_t, None)
+    if args.train_unmarked_only:
+        for name, m in unmarked_models(data, args.unmarked, args.unmarked_cache):
+            print(f"{name}: test {evaluate(m, data.test)[0]:.2f}%", flush=True)
+        return
     seed = derive_seed(key, plain_t.fingerprint())
 
     t0 = time.perf_counter()
@@ -149,7 +170,7 @@ def main() -> None:
 
     if not args.skip_unmarked:
         results = []
-        for name, m in unmarked_models(data, args.unmarked):
+        for name, m in unmarked_models(data, args.unmarked, args.unmarked_cache):
             dense = Mask({n: torch.ones_like(dict(m.named_parameters())[n], dtype=torch.bool)
                           for n in prunable_names(m)})
             like = Ticket(name.split("#")[0], plain_t.dataset, plain_t.in_channels,

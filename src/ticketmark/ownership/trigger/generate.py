@@ -34,6 +34,7 @@ _GRID = 5  # low-resolution noise grid, bilinearly upsampled: smooth blobs, not 
 _SHAPES = 4  # ellipses / rectangles painted over the blobs
 _STROKES = 2  # line segments painted last
 MAX_SIZE = 100_000
+MAX_ELEMENTS = 1 << 24  # bounds memory when regenerating from an untrusted claim
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class TriggerParams:
             raise TicketmarkError(f"bad trigger input shape {self.shape}")
         if self.height * self.width * self.channels > 1 << 22:
             raise TicketmarkError(f"trigger input shape {self.shape} is too large")
+        if self.size * self.height * self.width * self.channels > MAX_ELEMENTS:
+            raise TicketmarkError(f"{self.size} trigger inputs of shape {self.shape} exceed "
+                                  f"{MAX_ELEMENTS} values (a claim may not ask for more)")
         if not 2 <= self.classes <= 1_000_000:
             raise TicketmarkError(f"trigger sets need >= 2 classes, got {self.classes}")
         if not (np.isfinite(self.lo) and np.isfinite(self.hi) and self.lo < self.hi):
