@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ticketmark.cli.app import app
 from ticketmark.errors import TicketmarkError
@@ -29,7 +30,8 @@ app.add_typer(trigger_app, name="trigger")
 
 
 def _seed(key_path: Path, passphrase_env: str | None, context: str, fresh: bool,
-          seed_in: Path | None) -> tuple[bytes, object]:
+          seed_in: Path | None) -> tuple[bytes, Ed25519PrivateKey]:
+    """The trigger seed (from --seed-in, fresh, or derived from the key) and the key."""
     passphrase = os.environ.get(passphrase_env) if passphrase_env else None
     key = load_private_key(key_path, passphrase)
     if seed_in is not None:
@@ -84,8 +86,7 @@ def embed_cmd(
         result = embed(plain, cfg, folder=folder, progress=not quiet)
     else:
         result = embed(plain, cfg, seed=seed, progress=not quiet)
-    claim = make_claim(owner_key, "trigger", plain.fingerprint(), result.claim_params,  # type: ignore[arg-type]
-                       message)
+    claim = make_claim(owner_key, "trigger", plain.fingerprint(), result.claim_params, message)
     if folder is None:
         save_seed(seed_path, seed, result.trigger.excluded())
     save_ticket(out_path, result.ticket)
@@ -119,8 +120,8 @@ def make_cmd(
     plain = load_ticket(ticket)
     if seed_in is not None:
         seed = load_seed(seed_in)[0]
-    else:
-        seed, _ = _seed(key, passphrase_env, plain.fingerprint(), False, None)  # type: ignore[arg-type]
+    elif key is not None:
+        seed, _ = _seed(key, passphrase_env, plain.fingerprint(), False, None)
     params = params_for(plain, load_ticket_data(plain, str(data_dir) if data_dir else None),
                         size)
     write_folder(generate(seed, params), out, params.lo, params.hi)

@@ -114,15 +114,14 @@ def embed(ticket: Ticket, cfg: EmbedConfig, *, seed: bytes | None = None,
     if "train" not in ticket.meta:
         raise TicketmarkError("the ticket records no training recipe (meta 'train')")
     data = data if data is not None else load_ticket_data(ticket, cfg.data_dir)
-    if seed is not None:
+    if folder is not None:
+        span = params_for(ticket, data, 1)
+        kind, digest = "folder", folder_hash(Path(folder))
+        trig, params = load_folder(Path(folder), ticket.in_channels, ticket.image_size,
+                                   ticket.image_size, ticket.num_classes, span.lo, span.hi)
+    elif seed is not None:
         kind, params = "derived", params_for(ticket, data, cfg.size)
         trig, digest = generate(seed, params), secret_hash(seed)
-    else:
-        span = params_for(ticket, data, 1)
-        lo, hi = span.lo, span.hi
-        kind, digest = "folder", folder_hash(Path(folder))  # type: ignore[arg-type]
-        trig, params = load_folder(Path(folder), ticket.in_channels, ticket.image_size,  # type: ignore[arg-type]
-                                   ticket.image_size, ticket.num_classes, lo, hi)
 
     plain = ticket.build()
     plain_test, _ = evaluate(plain, data.test)
