@@ -40,6 +40,9 @@ def embed(
     passphrase_env: str | None = typer.Option(
         None, help="name of an environment variable holding the key's passphrase"),
     min_entries: int = typer.Option(4, help="unpruned weights per dark module's kernel"),
+    floor_quantile: float = typer.Option(
+        0.5, help="hold dark kernels' weights at least at this quantile of the layer's |w| "
+                  "while retraining (0: off)"),
     epochs: int | None = typer.Option(None, help="retraining epochs (default: the ticket's "
                                                  "recipe)"),
     data_dir: Path | None = typer.Option(None, help="folder for datasets read from disk"),
@@ -57,6 +60,7 @@ def embed(
     private = load_private_key(key, passphrase)  # fails before any training
     original = load_ticket(ticket)
     opts = EmbedOptions(layer=layer, min_entries=min_entries, epochs=epochs,
+                        floor_quantile=floor_quantile,
                         data_dir=str(data_dir) if data_dir else None, progress=not quiet)
     result = embed_signature(original, private, message, opts)
     save_ticket(out_path, result.ticket)

@@ -44,6 +44,9 @@ SCHEME = "signature"
 class EmbedOptions:
     layer: str | None = None  # None: the best-fitting layer
     min_entries: int = 4  # unpruned entries per dark kernel (of kh*kw)
+    # Dark kernels' entries are held at least at this quantile of the layer's unpruned
+    # |w| during retraining (0 disables), so pruning and rounding attacks hit them last.
+    floor_quantile: float = 0.5
     epochs: int | None = None  # None: the ticket's own recipe
     data_dir: str | None = None
     progress: bool = True
@@ -174,6 +177,27 @@ def draw(mask: torch.Tensor, rewind: torch.Tensor, trained: torch.Tensor, drawn:
                "entries_added_outside": moved_in, "entries_removed_outside": moved_out}
 
 
+@torch.no_grad()
+def strengthen(model: torch.nn.Module, name: str, dark: torch.Tensor, quantile: float) -> int:
+    """Raise every unpruned entry of the dark kernels to the layer's ``quantile`` of |w|.
+
+    ``dark`` is the (O, I) bool map of dark modules. Signs are kept. Applied at the rewind
+    point and after every retraining epoch, so training adapts to the raised weights and
+    the code's connections end up among the layer's stronger ones. Returns how many
+    entries were raised.
+    """
+    if quantile <= 0:
+        return 0
+    w = dict(model.named_parameters())[name]
+    alive = w != 0
+    if int(alive.sum()) < 2:
+        return 0
+    floor = torch.quantile(w[alive].abs().float(), quantile).to(w.dtype)
+    sel = dark.to(w.device)[:, :, None, None] & alive & (w.abs() < floor)
+    w[sel] = torch.where(w[sel] >= 0, floor, -floor)
+    return int(sel.sum())
+
+
 def claim_params(plan_: Plan, mask: Mask, tag: str, source_fp: str,
                  min_entries: int) -> dict[str, Any]:
     conns = layer_connectivity(mask)
@@ -199,6 +223,8 @@ def embed_signature(ticket: Ticket, key: Ed25519PrivateKey, message: str,
                     data: DataSplits | None = None) -> EmbedResult:
     """Embed, retrain and sign; returns the new ticket, its claim and a summary."""
     options = options or EmbedOptions()
+    if not 0.0 <= options.floor_quantile < 1.0:
+        raise TicketmarkError(f"floor quantile must be in [0, 1), got {options.floor_quantile}")
     if options.min_entries < 1:
         raise TicketmarkError(f"--min-entries must be at least 1, got {options.min_entries}")
     if ticket.rewind is None:
@@ -224,8 +250,18 @@ def embed_signature(ticket: Ticket, key: Ed25519PrivateKey, message: str,
     acc_before, _ = evaluate(ticket.build(), data.test)
     model = Ticket(ticket.model_name, ticket.dataset, ticket.in_channels, ticket.num_classes,
                    ticket.image_size, ticket.state, new_mask, ticket.rewind).build("rewind")
+    dark = torch.zeros(new_layer.shape[:2], dtype=torch.bool)
+    dark[p.position.row:p.position.row + p.code.size,
+         p.position.col:p.position.col + p.code.size] = torch.from_numpy(drawn.copy())
+    raised = strengthen(model, name, dark, options.floor_quantile)
+
+    def hold(epoch: int, m: torch.nn.Module, row: dict[str, Any]) -> bool:
+        nonlocal raised
+        raised += strengthen(m, name, dark, options.floor_quantile)
+        return False
+
     result = train(model, data, cfg, new_mask, progress=options.progress,
-                   desc=f"retrain with signature in {name}")
+                   desc=f"retrain with signature in {name}", callback=hold)
     acc_after, _ = evaluate(model, data.test)
 
     params = claim_params(p, new_mask, tag, source_fp, options.min_entries)
@@ -236,6 +272,7 @@ def embed_signature(ticket: Ticket, key: Ed25519PrivateKey, message: str,
         "modules_changed": p.code.size ** 2 - p.agreement, **moves,
         "acc_before": acc_before, "acc_after": acc_after,
         "acc_change": acc_after - acc_before, "retrain_epochs": cfg.epochs,
+        "floor_quantile": options.floor_quantile, "entries_raised": raised,
     }
     history = list(ticket.meta.get("history", []))
     history.append({"kind": SCHEME, "params": {k: v for k, v in params.items()

@@ -1,0 +1,269 @@
+"""Scheme 2 (signature in the topology): parts, invariants and the verdict end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import binom
+
+from ticketmark.errors import TicketmarkError
+from ticketmark.io import load_ticket, save_ticket
+from ticketmark.ownership.claims import Claim, load_claim, make_claim, save_claim
+from ticketmark.ownership.keys import load_private_key, public_key_b64
+from ticketmark.ownership.signature import (
+    EmbedOptions,
+    embed_signature,
+    extract,
+    placement,
+    qr,
+    stats,
+    verify_claim,
+)
+from ticketmark.ownership.signature import embed as emb
+from ticketmark.ownership.verdict import NOT_OWNED, OWNED, VerifyOptions
+
+
+@pytest.fixture(scope="module")
+def owner_key(tmp_path_factory):
+    from ticketmark.ownership.keys import keygen
+
+    return keygen(tmp_path_factory.mktemp("keys") / "owner")[0]
+
+
+@pytest.fixture(scope="module")
+def signed(resnet_ticket, owner_key, tmp_path_factory):
+    """The session's resnet ticket with a signature, at its rewind point (0 epochs: the
+    verifier reads topology, not accuracy; retraining is covered by the slow CLI test)."""
+    out = tmp_path_factory.mktemp("signed")
+    original = load_ticket(resnet_ticket)
+    res = embed_signature(original, load_private_key(owner_key), "ACME vision team",
+                          EmbedOptions(epochs=0, progress=False))
+    path = save_ticket(out / "signed", res.ticket)
+    claim = save_claim(out / "signed.claim.json", res.claim)
+    return {"original": original, "ticket": res.ticket, "path": path, "claim": claim,
+            "summary": res.summary, "key": owner_key}
+
+
+# --- QR ------------------------------------------------------------------------------
+
+def test_tag_binds_each_field_and_fits_version_1():
+    tag = qr.make_tag("key", "message", "fp")
+    assert len(tag) == qr.TAG_CHARS and tag == qr.make_tag("key", "message", "fp")
+    assert tag != qr.make_tag("key", "messag", "fp") != qr.make_tag("kex", "message", "fp")
+    assert qr.make_tag("ab", "c", "fp") != qr.make_tag("a", "bc", "fp")
+    codes = qr.all_masks(tag)
+    assert {c.version for c in codes} == {1} and [c.mask for c in codes] == list(range(8))
+    assert all(qr.read(c.modules) == tag for c in codes)
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_function_template_is_fixed_by_version_and_mask(version):
+    """Template modules are identical across payloads; restoring them repairs damage."""
+    rng = np.random.default_rng(version)
+    alphabet = list("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+    length = {1: 10, 2: 20, 3: 35}[version]
+    mods = np.array([qr.make_code("".join(rng.choice(alphabet, length)), mask=5,
+                                  version=version).modules for _ in range(30)])
+    template = qr.function_template(version)
+    assert template.shape == mods.shape[1:]
+    assert (mods[:, template] == mods[0, template]).all()
+    code = mods[0]
+    broken = code.copy()
+    broken[template] = ~broken[template]  # every function module wrong, data intact
+    assert (qr.restore_function_patterns(broken, code) == code).all()
+
+
+def test_decode_raw_assisted_failed():
+    code = qr.make_code(qr.make_tag("k", "m", "f"), mask=2)
+    text, how = qr.decode(code.modules, code.modules)
+    assert (text, how) == (code.text, "raw")
+    damaged = code.modules.copy()
+    damaged[:7, :7] = False  # wipe one finder pattern: raw reading fails
+    assert qr.decode(damaged, code.modules) == (code.text, "assisted")
+    noise = np.random.default_rng(0).random(code.modules.shape) < 0.5
+    assert qr.decode(noise, code.modules) == (None, "failed")
+
+
+# --- placement and statistics -----------------------------------------------------------
+
+def test_fft_agreement_equals_sliding_window_loop():
+    rng = np.random.default_rng(1)
+    conn = rng.random((30, 26)) < 0.7
+    code = qr.make_code("HELLO12345").modules
+    maps = placement.agreement_maps(torch.from_numpy(conn), placement.oriented_stack(code))
+    n = code.shape[0]
+    for k in range(4):
+        drawn = placement.oriented(code, k)
+        loop = np.array([[(conn[r:r + n, c:c + n] == drawn).sum()
+                          for c in range(conn.shape[1] - n + 1)]
+                         for r in range(conn.shape[0] - n + 1)])
+        assert (maps[k].numpy() == loop).all()
+    best = placement.best_per_layer({"L": torch.from_numpy(conn)}, [code])[0]
+    assert best.agreement == int(maps.max())
+
+
+def test_binomial_tail_is_exact():
+    a = stats.Agreement(n_dark=7, n_light=5, agree_dark=6, agree_light=4)
+    rho = 0.3
+    brute = sum(binom.pmf(j, 7, rho) * binom.pmf(k, 5, 1 - rho)
+                for j in range(8) for k in range(6) if j + k >= 10)
+    assert math.isclose(math.exp(stats.log_binomial_tail(a, rho)), brute, rel_tol=1e-9)
+    q = np.full(12, 0.4)
+    assert math.isclose(math.exp(stats.log_poisson_binomial_tail(q, 7)),
+                        binom.sf(6, 12, 0.4), rel_tol=1e-9)
+
+
+def test_p_values_are_calibrated_on_unmarked_masks(resnet_ticket):
+    """Random codes at random positions of masks that carry none: P(p <= a) <= a."""
+    rng = np.random.default_rng(0)
+    mask = load_ticket(resnet_ticket).mask
+    real = [c.numpy() for n, c in emb.layer_connectivity(mask).items()
+            if placement.fits(tuple(mask[n].shape), 21) and mask[n].shape[2] > 1]
+    iid = [rng.random((64, 64)) < d for d in (0.3, 0.6, 0.9)]
+    alphabet = list("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+    for layers in (real, iid):
+        logs = []
+        for _ in range(150):
+            code = qr.make_code("".join(rng.choice(alphabet, 10))).modules
+            c = layers[rng.integers(len(layers))]
+            r, col = (int(rng.integers(s - 20)) for s in c.shape)
+            logs.append(stats.p_values(c, placement.oriented(code, int(rng.integers(4))),
+                                       r, col).log10_p)
+        logs = np.array(logs)
+        for alpha in (0.01, 0.05, 0.2):
+            assert np.mean(logs <= math.log10(alpha)) <= alpha + 0.05
+        assert logs.min() > -6  # nothing near the 1e-9 threshold by chance
+
+
+# --- embedding ---------------------------------------------------------------------------
+
+def test_draw_keeps_counts_and_outside_connectivity(resnet_ticket):
+    t = load_ticket(resnet_ticket)
+    name = "layer3.1.conv1.weight"
+    code = qr.make_code(qr.make_tag("k", "m", t.fingerprint()), mask=0)
+    drawn = placement.oriented(code.modules, 1)
+    new, moves = emb.draw(t.mask[name], t.rewind[name], t.state[name], drawn, 5, 30, 4)
+    assert int(new.sum()) == int(t.mask[name].sum())
+    c_old, c_new = t.mask[name].flatten(2).any(2), new.flatten(2).any(2)
+    inside = torch.zeros_like(c_old)
+    inside[5:26, 30:51] = True
+    assert torch.equal(c_old[~inside], c_new[~inside])
+    assert (placement.block(c_new, placement.Position(name, 5, 30, 1), 21)
+            == code.modules).all()
+    counts = new[5:26, 30:51].flatten(2).sum(2).numpy()
+    assert (counts[drawn] >= 4).all() and (counts[~drawn] == 0).all()
+    assert moves["entries_pruned_in_block"] > 0
+
+
+def test_embedded_ticket_invariants_and_record(signed):
+    orig, new = signed["original"], signed["ticket"]
+    assert new.mask.layer_counts() == orig.mask.layer_counts()
+    assert new.mask.count() == orig.mask.count()
+    changed = [n for n in orig.mask if not torch.equal(orig.mask[n], new.mask[n])]
+    assert changed == [signed["summary"]["layer"]]
+    w = new.state[changed[0]]
+    assert float(w[~new.mask[changed[0]]].abs().max()) == 0.0  # the mask stayed enforced
+    last = new.meta["history"][-1]
+    assert last["kind"] == "signature" and {"acc_before", "acc_after"} <= set(last)
+    claim = load_claim(signed["claim"])
+    assert claim.signature_valid() and claim.body["model_fingerprint"] == new.fingerprint()
+    assert claim.params["tag"] == signed["summary"]["tag"]
+
+
+def test_layer_too_small_names_the_layers_that_fit(resnet_ticket):
+    mask = load_ticket(resnet_ticket).mask
+    codes = qr.all_masks("ABCDEFGHIJ")
+    with pytest.raises(TicketmarkError, match=r"too small.*layers that fit: .*layer3") as e:
+        emb.plan(mask, codes, "layer1.0.conv1.weight", min_entries=4)
+    assert "\n" not in str(e.value)
+    with pytest.raises(TicketmarkError, match=r"1x1 kernels.*layers that fit"):
+        emb.plan(mask, codes, "layer3.0.shortcut.0.weight", min_entries=4)
+    with pytest.raises(TicketmarkError, match="no pruned layer 'nope'"):
+        emb.plan(mask, codes, "nope")
+
+
+# --- verification ------------------------------------------------------------------------
+
+def test_roundtrip_owned_with_picture(signed, tmp_path):
+    claim = load_claim(signed["claim"])
+    v = verify_claim(str(signed["path"]), claim, VerifyOptions(report_dir=tmp_path))
+    assert v.status == OWNED, v.reason
+    assert v.evidence["flips"] == 0 and v.evidence["decode"] == "raw"
+    assert v.evidence["log10_p"] < -50
+    assert (tmp_path / "signature.png").stat().st_size > 1000
+    json.dumps(v.to_json())  # the report is JSON-serialisable
+    s = verify_claim(str(signed["path"]), claim, VerifyOptions(search=True))
+    assert s.status == OWNED and s.evidence["layer"] == claim.params["layer"]
+    assert s.evidence["row"] == claim.params["row"] and s.evidence["col"] == claim.params["col"]
+
+
+def test_unsigned_ticket_is_not_owned(signed, resnet_ticket):
+    claim = load_claim(signed["claim"])
+    for search in (False, True):
+        v = verify_claim(str(resnet_ticket), claim, VerifyOptions(search=search))
+        assert v.status == NOT_OWNED and v.evidence["decode"] == "failed"
+        assert v.evidence["log10_p"] > -9
+
+
+def test_permuted_copy_verifies_with_reference(signed, resnet_ticket, tmp_path):
+    from ticketmark.attacks import permute
+
+    ticket = signed["ticket"]
+    stolen = save_ticket(tmp_path / "stolen", ticket.with_model(permute(ticket.build(),
+                                                                        seed=3)))
+    claim = load_claim(signed["claim"])
+    plain = verify_claim(str(stolen), claim, VerifyOptions())
+    assert plain.status == NOT_OWNED  # the block is scrambled without re-alignment
+    v = verify_claim(str(stolen), claim, VerifyOptions(reference=signed["path"]))
+    assert v.status == OWNED, v.reason
+    assert v.evidence["flips"] == 0 and v.evidence["alignment"]["output_channels_moved"] > 0
+    with pytest.raises(TicketmarkError, match="fingerprint differs"):
+        verify_claim(str(stolen), claim, VerifyOptions(reference=resnet_ticket))
+
+
+def test_alignment_recovers_exact_permutations():
+    rng = np.random.default_rng(0)
+    norms = torch.from_numpy(rng.random((40, 30)) * (rng.random((40, 30)) < 0.6))
+    po, pi = rng.permutation(40), rng.permutation(30)
+    out, inn = extract.align(norms[po][:, pi], norms)
+    assert torch.equal(norms[po][:, pi][out][:, inn], norms)
+
+
+def _tampered(claim: Claim, **changes) -> Claim:
+    body = json.loads(json.dumps(claim.body))
+    for key, value in changes.items():
+        if key in body:
+            body[key] = value
+        else:
+            body["params"][key] = value
+    return Claim(body, claim.signature)
+
+
+def test_tampered_claims_are_rejected_with_a_reason(signed, tmp_path):
+    claim = load_claim(signed["claim"])
+    opts = VerifyOptions()
+    other = load_private_key(_other_key(tmp_path))
+    bad_sig = Claim(claim.body, claim.signature[:-4] + ("AAA=" if claim.signature[-4:] !=
+                                                        "AAA=" else "BBB="))
+    cases = [_tampered(claim, message="Evil Corp"), bad_sig,
+             _tampered(claim, owner_public_key=public_key_b64(other)),
+             _tampered(claim, row=claim.params["row"] + 1)]
+    for forged in cases:
+        v = verify_claim(str(signed["path"]), forged, opts)
+        assert v.status == NOT_OWNED and "signature is invalid" in v.reason
+        assert v.evidence["signature_valid"] is False
+    # A thief copies the owner's tag and position into a claim signed with their own key.
+    copied = make_claim(other, "signature", claim.body["model_fingerprint"], claim.params,
+                        "Evil Corp")
+    v = verify_claim(str(signed["path"]), copied, opts)
+    assert copied.signature_valid() and v.status == NOT_OWNED and "tag" in v.reason
+
+
+def _other_key(tmp_path):
+    from ticketmark.ownership.keys import keygen
+
+    return keygen(tmp_path / "thief")[0]
