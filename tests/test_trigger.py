@@ -248,3 +248,19 @@ def test_avoid_natural_excludes_predicted_slots(conv_ticket, tmp_path):
     dropped = save_seed(tmp_path / "d.json", seed, [])  # the exclusions are committed
     assert not verify_claim(str(conv_ticket), claim, VerifyOptions(reveal=dropped)
                             ).evidence["commitment_valid"]
+
+
+def test_embed_folder_set_commits_to_the_folder(conv_ticket, tmp_path):
+    from ticketmark.ownership.trigger.embed import EmbedConfig, embed
+
+    plain = load_ticket(conv_ticket)
+    folder = write_folder(generate(random_seed(), P_DIGITS), tmp_path / "set", -0.8, 1.8)
+    res = embed(plain, EmbedConfig(epochs=1), folder=folder, progress=False)
+    assert res.claim_params["kind"] == "folder" and res.report["slots"] == 100
+    owner = load_private_key(keygen(tmp_path / "o")[0])
+    claim = make_claim(owner, "trigger", plain.fingerprint(), res.claim_params)
+    v = verify_claim(str(conv_ticket), claim, VerifyOptions(reveal=folder))
+    assert v.evidence["commitment_valid"] and v.status == NOT_OWNED  # plain: chance level
+    with pytest.raises(TicketmarkError, match="reveal the folder"):
+        verify_claim(str(conv_ticket), claim, VerifyOptions(reveal=tmp_path / "set" /
+                                                            "labels.txt"))
