@@ -108,6 +108,8 @@ def run_attack(ticket: Ticket, model: nn.Module, kind: str, params: dict[str, An
         return fn(model, data, keep_mask=keep, progress=progress, **p), extra
     if kind == "prune":
         tune = {k: p.pop(k) for k in _PRUNE_FINETUNE}
+        if p.get("names") is None:  # the layers the owner pruned (stem too, if it was)
+            p["names"] = list(ticket.mask)
         out = fn(model, **p)
         if int(tune["finetune_epochs"]) > 0:
             if data is None:
@@ -131,19 +133,22 @@ def _acc(model: nn.Module, data: DataSplits | None) -> float | None:
 
 
 def apply_attack(ticket: Ticket, kind: str, params: dict[str, Any] | None = None,
-                 data: DataSplits | None = None, *, progress: bool = False) -> Ticket:
+                 data: DataSplits | None = None, *, progress: bool = False,
+                 acc_before: float | None = None) -> Ticket:
     """The stolen ticket after ``kind``; its ``meta["history"]`` gains one entry.
 
     ``data=None`` loads the ticket's own dataset (which needs no folder for the embedded
     sets); accuracies are on its test split. The entry holds every resolved parameter,
-    so the attack can be re-run from the history alone.
+    so the attack can be re-run from the history alone. ``acc_before`` skips evaluating
+    the ticket again when the caller already knows its accuracy (sweeps).
     """
     resolved = resolve_params(kind, params or {})
     if data is None:
         data = load_dataset(ticket.dataset)
     check_ticket_data(ticket, data)
     model = ticket.build()
-    acc_before = _acc(model, data)
+    if acc_before is None:
+        acc_before = _acc(model, data)
     attacked, extra = run_attack(ticket, model, kind, resolved, data, progress=progress)
     acc_after = _acc(attacked, data)
     mask = Mask.from_weights(attacked, list(ticket.mask))

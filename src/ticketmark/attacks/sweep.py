@@ -171,7 +171,8 @@ def run_sweep(ticket: Ticket, plan: list[PlanRow], data: DataSplits, out_dir: st
     history: list[dict[str, Any]] = []
     for i, row in enumerate(plan, start=1):
         start = time.perf_counter()
-        stolen = apply_attack(ticket, row.kind, row.params, data, progress=progress)
+        stolen = apply_attack(ticket, row.kind, row.params, data, progress=progress,
+                              acc_before=acc0)
         entry = stolen.meta["history"][-1]
         cells: dict[str, Any] = {
             "attack": row.label or row.kind, "params": _describe(row.params),
