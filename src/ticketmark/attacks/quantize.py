@@ -99,11 +99,10 @@ def _row_alphabet(w: torch.Tensor) -> tuple[int, float]:
     new_run = torch.ones_like(s, dtype=torch.bool)
     new_run[:, 1:] = s[:, 1:] != s[:, :-1]
     distinct = int(new_run.sum(dim=1).max())
-    run_id = torch.cumsum(new_run.flatten(), 0) - 1
-    counts = torch.bincount(run_id).double()
-    run_row = torch.arange(r).repeat_interleave(c)[new_run.flatten()]
-    p = counts / c
-    ent = torch.zeros(r, dtype=torch.float64).index_add_(0, run_row, -p * torch.log2(p))
+    starts = torch.nonzero(new_run.flatten()).flatten()  # first index of each run
+    lengths = torch.diff(starts, append=torch.tensor([r * c]))
+    p = lengths.double() / c
+    ent = torch.zeros(r, dtype=torch.float64).index_add_(0, starts // c, -p * torch.log2(p))
     return distinct, float(ent.mean())
 
 
