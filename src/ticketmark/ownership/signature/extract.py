@@ -38,7 +38,8 @@ def connectivity_from_norms(norms: torch.Tensor, density: float) -> torch.Tensor
     k = int(round(density * flat.numel()))
     if k <= 0:
         return torch.zeros_like(norms, dtype=torch.bool)
-    threshold = torch.topk(flat, k).values[-1]
+    # k-th largest = (numel - k + 1)-th smallest; kthvalue is a linear-time selection.
+    threshold = torch.kthvalue(flat, flat.numel() - k + 1).values
     return (norms >= threshold) & (norms > 0)
 
 

@@ -61,6 +61,13 @@ def _correlate(image: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     return full[:, n - 1:, m - 1:]
 
 
+def box_sums(image: torch.Tensor, n: int) -> torch.Tensor:
+    """Sum of every n x n window (valid positions) from an integral image."""
+    ii = torch.zeros(image.shape[0] + 1, image.shape[1] + 1, dtype=image.dtype)
+    ii[1:, 1:] = image.cumsum(0).cumsum(1)
+    return ii[n:, n:] - ii[:-n, n:] - ii[n:, :-n] + ii[:-n, :-n]
+
+
 def agreement_maps(conn: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """Agreement counts of each code with every block of ``conn``.
 
@@ -71,7 +78,7 @@ def agreement_maps(conn: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     d = codes.to(torch.float64)
     n = d.shape[-1]
     cross = _correlate(c, d)
-    box = _correlate(c, torch.ones(1, n, n, dtype=torch.float64))
+    box = box_sums(c, n)
     dark = d.sum(dim=(1, 2)).view(-1, 1, 1)
     agree = 2 * cross - box - dark + n * n
     return torch.round(agree).to(torch.int64)

@@ -141,12 +141,24 @@ def search(weights: dict[str, torch.Tensor], code: qr.Code, densities: dict[str,
     conns = {k: layer_conn(k, weights[k], densities.get(k), reference)[0] for k in names}
     cands = placement.best_per_layer(conns, [code.modules])
     tested = sum(c.positions_in_layer for c in cands)
-    readings = [read_at(conns[c.position.layer], c.position, code) for c in cands]
+    # Rank layers by the cheap binomial tail; the exact row/column null (a 441-step
+    # recursion) is computed for the few best and for any layer whose block decodes.
+    rows = []
+    for c in cands:
+        blk = placement.block(conns[c.position.layer], c.position, n)
+        bits = stats.agreement(blk, code.modules)
+        text, how = qr.decode(blk, code.modules)
+        rows.append({"layer": c.position.layer, "agree": bits.agree, "decode": how,
+                     "text": text, "position": c.position,
+                     "log10_p_binomial": stats.log_binomial_tail(
+                         bits, float(conns[c.position.layer].double().mean())) / stats.LN10})
+    rows.sort(key=lambda r: r["log10_p_binomial"])
+    finalists = rows[:3] + [r for r in rows[3:] if r["text"] == code.text]
+    readings = [read_at(conns[r["layer"]], r["position"], code) for r in finalists]
     decoded = [r for r in readings if r.decoded == code.text]
     best = decoded[0] if decoded else min(readings, key=lambda r: r.pvals.log10_p)
-    rows = [{"layer": r.position.layer, "agree": r.bits.agree, "log10_p": r.pvals.log10_p,
-             "decode": r.how} for r in sorted(readings, key=lambda r: r.pvals.log10_p)]
-    return best, {"positions_tested": tested, "layers_searched": len(names), "per_layer": rows}
+    table = [{k: v for k, v in r.items() if k not in {"position", "text"}} for r in rows]
+    return best, {"positions_tested": tested, "layers_searched": len(names), "per_layer": table}
 
 
 def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
