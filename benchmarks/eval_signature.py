@@ -170,7 +170,7 @@ def false_claim_step(args: argparse.Namespace, signed: Ticket, claim_path: Path,
     fc_dir = out / "unsigned"
     fc_dir.mkdir(exist_ok=True)
     suspects: list[tuple[str, Path]] = []
-    run_dir = Path(args.ticket).parent
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.ticket).parent
     for p in sorted(run_dir.glob("round_*/ticket.safetensors")):
         suspects.append((f"IMP {p.parent.name} (unsigned)", p))
     suspects.append(("original ticket (unsigned)", Path(args.ticket)))
@@ -274,6 +274,9 @@ def main() -> None:
     ap.add_argument("--false-claims", type=int, default=100)
     ap.add_argument("--calibration-draws", type=int, default=300)
     ap.add_argument("--control", action="store_true")
+    ap.add_argument("--run-dir", default=None, help="IMP run whose round_* tickets serve as "
+                                                    "unsigned suspects (default: the ticket's "
+                                                    "folder)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -127,7 +127,7 @@ def test_p_values_are_calibrated_on_unmarked_masks(resnet_ticket):
     alphabet = list("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
     for layers in (real, iid):
         logs = []
-        for _ in range(150):
+        for _ in range(100):
             code = qr.make_code("".join(rng.choice(alphabet, 10))).modules
             c = layers[rng.integers(len(layers))]
             r, col = (int(rng.integers(s - 20)) for s in c.shape)

@@ -27,8 +27,6 @@ def test_verify_cli_owned_and_not_owned(signed, resnet_ticket, tmp_path):  # noq
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["embed", "--ticket", "{tmp}/none.safetensors", "--key", "{key}", "--message", "m",
-          "--out", "{tmp}/o"], "no ticket"),
         (["embed", "--ticket", "{ticket}", "--key", "{key}", "--message", "m", "--layer",
           "layer1.0.conv1.weight", "--out", "{tmp}/o"], "too small"),
         (["verify", "--suspect", "{ticket}", "--claim", "{claim}", "--threshold", "2"],
