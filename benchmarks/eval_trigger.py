@@ -107,7 +107,7 @@ def main() -> None:
     ap.add_argument("--ticket", required=True, type=Path)
     ap.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="eval_trigger_")))
     ap.add_argument("--key", type=Path, help="owner key (default: a fresh one in --out)")
-    ap.add_argument("--ratio", type=float, default=0.1)
+    ap.add_argument("--ratio", type=float, default=0.2)
     ap.add_argument("--epochs", type=int, default=None, help="embedding epochs")
     ap.add_argument("--ft-epochs", type=int, default=5)
     ap.add_argument("--unmarked", type=int, default=20)

@@ -45,7 +45,7 @@ def embed_cmd(
     key: Path = typer.Option(..., "--key", help="owner's private key (PEM)"),
     out: Path = typer.Option(..., "--out", help="watermarked ticket to write"),
     size: int = typer.Option(100, help="trigger slots"),
-    ratio: float = typer.Option(0.1, help="share of trigger samples in each epoch"),
+    ratio: float = typer.Option(0.2, help="share of trigger samples in each epoch"),
     epochs: int | None = typer.Option(None, help="training epochs (default: the ticket's)"),
     lr: float | None = typer.Option(None, help="learning rate (default: the ticket's)"),
     avoid_natural: bool = typer.Option(False, "--avoid-natural",

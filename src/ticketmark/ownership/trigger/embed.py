@@ -33,7 +33,7 @@ from ticketmark.training import TrainConfig, evaluate, predict, train
 @dataclass
 class EmbedConfig:
     size: int = 100  # trigger slots
-    ratio: float = 0.1  # target share of trigger samples in each epoch
+    ratio: float = 0.2  # target share of trigger samples in each epoch
     epochs: int | None = None  # None: the ticket's own recipe
     lr: float | None = None  # None: the ticket's own recipe
     avoid_natural: bool = False  # exclude slots whose label the plain model already predicts
