@@ -14,4 +14,17 @@ app = typer.Typer(
 )
 
 # Each module adds its commands to ``app`` on import (order = order in --help).
-from ticketmark.cli import find, info, keygen, attack, embed, lock, verify, demo, trigger, serve, report  # noqa: E402,F401,I001
+from ticketmark.cli import (  # noqa: E402,F401,I001
+    find,
+    info,
+    keygen,
+    attack,
+    embed,
+    lock,
+    verify,
+    dispute,
+    demo,
+    trigger,
+    serve,
+    report,
+)

@@ -1,0 +1,125 @@
+"""The thief's forged claims, and false-claim checks on tickets that carry no credential."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ticketmark.data import DataSplits
+from ticketmark.io import Ticket, load_ticket, save_ticket
+from ticketmark.ownership.claims import make_claim, save_claim
+from ticketmark.ownership.dispute import Claimant, decide
+from ticketmark.ownership.keys import keygen, load_private_key, public_key_b64
+from ticketmark.ownership.signature import EmbedOptions, embed_signature, qr
+from ticketmark.ownership.signature import embed as sig_embed
+from ticketmark.ownership.trigger.commitment import save_seed, secret_hash
+from ticketmark.ownership.trigger.embed import claim_params as trigger_claim_params
+from ticketmark.ownership.trigger.embed import params_for
+from ticketmark.ownership.trigger.generate import generate, random_seed
+from ticketmark.ownership.verdict import VerifyOptions
+from ticketmark.sparsity import Mask, random_prune
+from ticketmark.sparsity.pruning import density_to_amount
+from ticketmark.training import predict
+
+
+def _verify(suspect: Path, claim: Path, **options: Any):
+    from ticketmark.cli.verify import verify_claim
+
+    return verify_claim(str(suspect), claim, VerifyOptions(**options))
+
+
+def _row(forgery: str, owner_wins: bool, why: str) -> dict[str, Any]:
+    return {"forgery": forgery, "outcome": "rejected / owner wins" if owner_wins
+            else "FORGERY SUCCEEDED", "why": why}
+
+
+def random_mask_ticket(plain: Ticket, seed: int = 1234) -> Ticket:
+    """The plain ticket's weights under a random mask of the same per-layer density."""
+    ones = Mask({n: torch.ones_like(m) for n, m in plain.mask.items()})
+    layers = {}
+    for n in plain.mask:
+        one = Mask({n: ones[n]})
+        amount = density_to_amount(1.0, float(plain.mask[n].float().mean()))
+        layers[n] = random_prune(one, amount, seed=seed)[n]
+    mask = Mask(layers)
+    model = plain.build()
+    mask.apply(model)
+    return plain.with_model(model, mask=mask)
+
+
+def search_claim(key_path: Path, suspect: Ticket, message: str) -> Any:
+    """Ambiguity (b): claim a QR at the position where the suspect's mask already looks most
+    like the forger's code, without embedding anything."""
+    key = load_private_key(key_path)
+    mask = Mask.from_weights(suspect.build(), list(suspect.mask))
+    fp = suspect.fingerprint()
+    tag = qr.make_tag(public_key_b64(key), message, fp)
+    plan = sig_embed.plan(mask, qr.all_masks(tag), None, 1)
+    params = sig_embed.claim_params(plan, mask, tag, fp, 1)
+    return make_claim(key, "signature", fp, params, message)
+
+
+def run_forgeries(out: Path, data: DataSplits, owner_path: Path, sig_claim: Path,
+                  trig_claim: Path, seed_path: Path, stolen_path: Path, plain: Ticket,
+                  progress: bool) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    forge = out / "forgeries"
+    owner = Claimant(sig_claim, owner_path)
+
+    # False claims: the owner's claims against tickets that never carried the credentials.
+    unmarked = {"owner's ticket before embedding": save_ticket(forge / "plain", plain),
+                "random mask, same density": save_ticket(forge / "random_mask",
+                                                         random_mask_ticket(plain))}
+    for name, path in unmarked.items():
+        sig = _verify(path, sig_claim, reference=owner_path)
+        trig = _verify(path, trig_claim, reveal=seed_path)
+        ok = not sig.owned and not trig.owned
+        rows.append(_row(f"false claim on {name}", ok,
+                         f"signature {sig.status} (p={sig.p_value:.1e}); trigger "
+                         f"{trig.status} (p={trig.p_value:.1e})"))
+
+    thief_pem, _ = keygen(forge / "thief")
+    stolen = load_ticket(stolen_path)
+
+    # (a) The thief embeds a second signature into the stolen copy and claims it.
+    second = embed_signature(stolen, load_private_key(thief_pem), "the thief",
+                             EmbedOptions(progress=progress), data=data)
+    thief_ticket = save_ticket(forge / "thief_signed", second.ticket)
+    thief_claim = save_claim(forge / "thief_signature.claim.json", second.claim)
+    result = decide(thief_ticket, [owner, Claimant(thief_claim, thief_ticket)])
+    rows.append(_row("(a) thief embeds a second QR signature", result.winner == 0,
+                     result.reason))
+
+    # (b) The thief claims a QR-like pattern searched for in the stolen copy's mask.
+    searched = save_claim(forge / "thief_search.claim.json",
+                          search_claim(thief_pem, stolen, "the thief"))
+    verdict = _verify(stolen_path, searched)
+    result = decide(stolen_path, [owner, Claimant(searched, stolen_path)])
+    rows.append(_row("(b) thief claims a QR found in the mask",
+                     not verdict.owned and result.winner == 0,
+                     f"{verdict.reason}; dispute: {result.reason}"))
+
+    # (c) The thief fabricates a trigger set after seeing the model.
+    tparams = params_for(stolen, data, 100)
+    seed = random_seed()
+    fabricated = generate(seed, tparams)
+    labels = predict(stolen.build(), fabricated.x).argmax(1)
+    fabricated_match = int((labels == fabricated.y).sum())
+    claim = make_claim(load_private_key(thief_pem), "trigger", stolen.fingerprint(),
+                       trigger_claim_params("derived", secret_hash(seed), tparams, []),
+                       "the thief")
+    thief_trig = save_claim(forge / "thief_trigger.claim.json", claim)
+    thief_seed = save_seed(forge / "thief_trigger.seed", seed, [])
+    verdict = _verify(stolen_path, thief_trig, reveal=thief_seed)
+    result = decide(stolen_path, [Claimant(trig_claim, None, seed_path),
+                                  Claimant(thief_trig, None, thief_seed)])
+    rows.append(_row("(c) thief fabricates a trigger set after seeing the model",
+                     not verdict.owned and result.winner == 0,
+                     f"relabelling by the model would match 100/100, but the labels come "
+                     f"from the seed's hash: the revealed seed's set matches "
+                     f"{verdict.evidence.get('matches')}/{verdict.evidence.get('queried')} "
+                     f"(chance gave {fabricated_match}) -> {verdict.status}; dispute: "
+                     f"{result.reason}"))
+    return rows
