@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ticketmark.data import DataSplits
+from ticketmark.finding import FindConfig, run_oneshot
 from ticketmark.io import Ticket, load_ticket, save_ticket
 from ticketmark.ownership.claims import make_claim, save_claim
 from ticketmark.ownership.dispute import Claimant, decide
@@ -19,9 +18,8 @@ from ticketmark.ownership.trigger.embed import claim_params as trigger_claim_par
 from ticketmark.ownership.trigger.embed import params_for
 from ticketmark.ownership.trigger.generate import generate, random_seed
 from ticketmark.ownership.verdict import VerifyOptions
-from ticketmark.sparsity import Mask, random_prune
-from ticketmark.sparsity.pruning import density_to_amount
-from ticketmark.training import predict
+from ticketmark.sparsity import Mask
+from ticketmark.training import TrainConfig, predict
 
 
 def _verify(suspect: Path, claim: Path, **options: Any):
@@ -35,18 +33,15 @@ def _row(forgery: str, owner_wins: bool, why: str) -> dict[str, Any]:
             else "FORGERY SUCCEEDED", "why": why}
 
 
-def random_mask_ticket(plain: Ticket, seed: int = 1234) -> Ticket:
-    """The plain ticket's weights under a random mask of the same per-layer density."""
-    ones = Mask({n: torch.ones_like(m) for n, m in plain.mask.items()})
-    layers = {}
-    for n in plain.mask:
-        one = Mask({n: ones[n]})
-        amount = density_to_amount(1.0, float(plain.mask[n].float().mean()))
-        layers[n] = random_prune(one, amount, seed=seed)[n]
-    mask = Mask(layers)
-    model = plain.build()
-    mask.apply(model)
-    return plain.with_model(model, mask=mask)
+def independent_ticket(plain: Ticket, out: Path, progress: bool) -> Path:
+    """A ticket nobody marked: same architecture, data and sparsity, another seed (OMP)."""
+    recipe = TrainConfig.from_dict(plain.meta["train"])
+    recipe.seed = recipe.seed + 101
+    cfg = FindConfig(method="omp", model=plain.model_name, dataset=plain.dataset,
+                     sparsity=round(plain.mask.sparsity(), 6),
+                     rewind_epoch=int(plain.meta.get("rewind_epoch", 0)), train=recipe)
+    run_oneshot(cfg, out, progress=progress)
+    return out / "ticket.safetensors"
 
 
 def search_claim(key_path: Path, suspect: Ticket, message: str) -> Any:
@@ -70,8 +65,8 @@ def run_forgeries(out: Path, data: DataSplits, owner_path: Path, sig_claim: Path
 
     # False claims: the owner's claims against tickets that never carried the credentials.
     unmarked = {"owner's ticket before embedding": save_ticket(forge / "plain", plain),
-                "random mask, same density": save_ticket(forge / "random_mask",
-                                                         random_mask_ticket(plain))}
+                "an independently trained ticket": independent_ticket(
+                    plain, forge / "independent", progress)}
     for name, path in unmarked.items():
         sig = _verify(path, sig_claim, reference=owner_path)
         trig = _verify(path, trig_claim, reveal=seed_path)

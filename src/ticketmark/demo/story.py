@@ -53,15 +53,16 @@ class DemoSettings:
     batch_size: int
     finetune_epochs: int
     lock_paths: int
+    embed_epochs: int
     trigger_size: int = 100
 
     @classmethod
     def for_mode(cls, fast: bool) -> DemoSettings:
         if fast:
             return cls("digits", "resnet20s", rounds=2, rate=0.5, epochs=4, rewind_epoch=1,
-                       batch_size=64, finetune_epochs=2, lock_paths=40)
+                       batch_size=64, finetune_epochs=2, lock_paths=40, embed_epochs=8)
         return cls("mnist5k", "resnet20s", rounds=3, rate=0.45, epochs=5, rewind_epoch=1,
-                   batch_size=128, finetune_epochs=3, lock_paths=150)
+                   batch_size=128, finetune_epochs=3, lock_paths=150, embed_epochs=6)
 
 
 def attack_plan(s: DemoSettings) -> list[tuple[str, str, str, dict[str, Any]]]:
@@ -111,8 +112,9 @@ def run_demo(out: str | Path, fast: bool = False, progress: bool = True) -> dict
     seed = derive_seed(key, "demo trigger set")
     tparams = params_for(plain, data, s.trigger_size)
     trig = generate(seed, tparams)
-    mixed, _ = mixed_splits(data, trig, 0.1)
-    embedded = embed_signature(plain, key, MESSAGE, EmbedOptions(progress=progress), data=mixed)
+    mixed, _ = mixed_splits(data, trig, 0.2)
+    options = EmbedOptions(epochs=s.embed_epochs, progress=progress)
+    embedded = embed_signature(plain, key, MESSAGE, options, data=mixed)
     owner = embedded.ticket
     owner_path = save_ticket(out / "owner" / "ticket", owner)
     sig_claim_path = save_claim(out / "owner" / "signature.claim.json", embedded.claim)
