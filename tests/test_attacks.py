@@ -388,3 +388,32 @@ def test_distill_recovers_accuracy(cticket, digits):
     teacher = cticket.build()
     student = distill(teacher, digits, epochs=20)
     assert evaluate(student, digits.test)[0] > evaluate(teacher, digits.test)[0] - 5
+
+
+# BatchNorm recalibration ------------------------------------------------------------------
+
+def test_recalibrate_bn_changes_statistics_only(rticket, small):
+    from ticketmark.attacks import recalibrate_bn
+
+    model = prune(rticket.build(), 0.5, method="layer")
+    out = recalibrate_bn(model, small, images=128)
+    old, new = model.state_dict(), out.state_dict()
+    for k in old:
+        if k.endswith(("running_mean", "running_var")):
+            assert not torch.equal(old[k], new[k]), k
+        elif not k.endswith("num_batches_tracked"):
+            assert torch.equal(old[k], new[k]), k
+    assert not out.training
+
+
+def test_apply_attack_recalibrates_unless_told_not_to(rticket, small):
+    plain = apply_attack(rticket, "noise", {"sigma": 0.1, "recalibrate": 0}, small)
+    recal = apply_attack(rticket, "noise", {"sigma": 0.1}, small)
+    assert recal.meta["history"][-1]["recalibrated"] is True
+    assert recal.meta["history"][-1]["params"]["recalibrate"] == 1024
+    assert "recalibrated" not in plain.meta["history"][-1]
+    for k, v in rticket.state.items():  # recalibration touches statistics, never weights
+        if k.endswith("running_mean"):
+            assert torch.equal(plain.state[k], v) and not torch.equal(recal.state[k], v)
+        elif k.endswith("weight"):
+            assert torch.equal(plain.state[k], recal.state[k])

@@ -14,6 +14,7 @@ from ticketmark.attacks.apply import (
     register_attack,
     resolve_params,
 )
+from ticketmark.attacks.batchnorm import has_batchnorm, recalibrate_bn
 from ticketmark.attacks.distill import DISTILL_MASKS, distill
 from ticketmark.attacks.finetune import FINETUNE_MODES, finetune, thief_splits
 from ticketmark.attacks.noise import fill, noise
@@ -45,11 +46,13 @@ __all__ = [
     "effective_bits",
     "fill",
     "finetune",
+    "has_batchnorm",
     "noise",
     "permute",
     "permute_with_perms",
     "prune",
     "quantize",
+    "recalibrate_bn",
     "register_attack",
     "resolve_params",
     "thief_splits",

@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from ticketmark.attacks.batchnorm import has_batchnorm, recalibrate_bn
 from ticketmark.attacks.distill import distill
 from ticketmark.attacks.finetune import finetune
 from ticketmark.attacks.noise import fill, noise
@@ -41,6 +42,10 @@ NEEDS_DATA = {"finetune", "distill"}
 _RUNTIME = {"progress", "device", "data", "model"}
 # ``prune`` may be followed by mask-keeping fine-tuning (the usual prune-then-recover).
 _PRUNE_FINETUNE = {"finetune_epochs": 0, "lr": None, "thief_fraction": 0.5}
+# Weight-editing attacks are followed by BatchNorm recalibration on this many of the
+# thief's images (0: off), as a real thief would do; see ``attacks.batchnorm``.
+RECALIBRATE = {"prune", "quantize", "noise", "fill"}
+DEFAULT_RECALIBRATE = 1024
 # Sidecar fields ``save_ticket`` derives from the tensors; ``load_ticket`` keeps them in
 # ``meta`` and ``save_ticket`` lets ``meta`` override them, so drop them before saving.
 _DERIVED_META = ("sparsity", "layer_density", "software", "format", "fingerprint")
@@ -65,6 +70,8 @@ def attack_defaults(kind: str) -> dict[str, Any]:
         out["keep_mask"] = False  # bool here: keep the ticket's own mask
     if kind == "prune":
         out |= _PRUNE_FINETUNE
+    if kind in RECALIBRATE:
+        out["recalibrate"] = DEFAULT_RECALIBRATE
     return out
 
 
@@ -99,10 +106,20 @@ def run_attack(ticket: Ticket, model: nn.Module, kind: str, params: dict[str, An
                data: DataSplits | None, progress: bool = False) -> tuple[nn.Module, dict]:
     """Apply ``kind`` to ``model`` (the ticket's weights); return it and extra facts."""
     p = dict(params)
-    extra: dict[str, Any] = {}
-    fn = ATTACKS[kind]
     if kind in NEEDS_DATA and data is None:
         raise TicketmarkError(f"attack {kind!r} needs data to train on")
+    images = int(p.pop("recalibrate", 0) or 0)
+    out, extra = _run_one(ticket, model, kind, p, data, progress)
+    if images > 0 and data is not None and has_batchnorm(out):
+        out = recalibrate_bn(out, data, images=images)
+        extra["recalibrated"] = True
+    return out, extra
+
+
+def _run_one(ticket: Ticket, model: nn.Module, kind: str, p: dict[str, Any],
+             data: DataSplits | None, progress: bool) -> tuple[nn.Module, dict]:
+    extra: dict[str, Any] = {}
+    fn = ATTACKS[kind]
     if kind == "finetune":
         keep = Mask.from_weights(model, list(ticket.mask)) if p.pop("keep_mask") else None
         return fn(model, data, keep_mask=keep, progress=progress, **p), extra

@@ -46,6 +46,8 @@ DatasetOpt = typer.Option(None, "--dataset", help="evaluation / thief data (defa
                                                   "ticket's dataset)")
 DataDirOpt = typer.Option(None, "--data-dir", help="folder for datasets read from disk")
 SeedOpt = typer.Option(0, "--seed")
+RecalOpt = typer.Option(1024, "--recalibrate", help="then re-estimate BatchNorm statistics "
+                                                    "on this many thief images (0: off)")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars")
 
 
@@ -98,6 +100,7 @@ def prune(
     finetune_epochs: int = typer.Option(0, help="then fine-tune with the new mask kept"),
     lr: float | None = typer.Option(None, help="fine-tuning learning rate"),
     thief_fraction: float = typer.Option(0.5),
+    recalibrate: int = RecalOpt,
     dataset: str | None = DatasetOpt, data_dir: Path | None = DataDirOpt,
     seed: int = SeedOpt, quiet: bool = QuietOpt,
 ) -> None:
@@ -105,7 +108,8 @@ def prune(
     check_fraction(ratio, "prune ratio")
     _run(source, out, "prune", {"ratio": ratio, "method": method, "seed": seed,
                                 "finetune_epochs": finetune_epochs, "lr": lr,
-                                "thief_fraction": thief_fraction}, dataset, data_dir, quiet)
+                                "thief_fraction": thief_fraction, "recalibrate": recalibrate},
+         dataset, data_dir, quiet)
 
 
 @attack_app.command()
@@ -113,23 +117,26 @@ def quantize(
     source: Path = InOpt, out: Path = OutOpt,
     scheme: str = typer.Option("int8", help="int8, int8-channel or ternary"),
     threshold: float = typer.Option(0.7, help="ternary: threshold x mean |w|"),
+    recalibrate: int = RecalOpt,
     dataset: str | None = DatasetOpt, data_dir: Path | None = DataDirOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Quantize every Conv/Linear weight (symmetric int8 or ternary); reports the bits."""
-    _run(source, out, "quantize", {"scheme": scheme, "threshold": threshold}, dataset,
-         data_dir, quiet)
+    _run(source, out, "quantize", {"scheme": scheme, "threshold": threshold,
+                                   "recalibrate": recalibrate}, dataset, data_dir, quiet)
 
 
 @attack_app.command()
 def noise(
     source: Path = InOpt, out: Path = OutOpt,
     sigma: float = typer.Option(0.01, help="noise std relative to each layer's weight std"),
+    recalibrate: int = RecalOpt,
     dataset: str | None = DatasetOpt, data_dir: Path | None = DataDirOpt,
     seed: int = SeedOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Add Gaussian noise to the surviving weights."""
-    _run(source, out, "noise", {"sigma": sigma, "seed": seed}, dataset, data_dir, quiet)
+    _run(source, out, "noise", {"sigma": sigma, "seed": seed, "recalibrate": recalibrate},
+         dataset, data_dir, quiet)
 
 
 @attack_app.command()
@@ -137,12 +144,13 @@ def fill(
     source: Path = InOpt, out: Path = OutOpt,
     scale: float = typer.Option(0.01, help="noise std relative to the reference magnitude"),
     reference: str = typer.Option("min", help="min (smallest surviving |w|) or std"),
+    recalibrate: int = RecalOpt,
     dataset: str | None = DatasetOpt, data_dir: Path | None = DataDirOpt,
     seed: int = SeedOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Write small noise into the pruned positions so that no weight is exactly zero."""
-    _run(source, out, "fill", {"scale": scale, "reference": reference, "seed": seed},
-         dataset, data_dir, quiet)
+    _run(source, out, "fill", {"scale": scale, "reference": reference, "seed": seed,
+                               "recalibrate": recalibrate}, dataset, data_dir, quiet)
 
 
 @attack_app.command()
