@@ -197,7 +197,8 @@ def summarise(result: dict[str, Any], points: float = 10.0) -> dict[str, Any]:
     """Per chooser: the smallest key whose retrained accuracy is ``points`` below the
     original's (None when no key size tried gets there)."""
     base = result["baseline"]["original_retrained_acc"]
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {m: {"smallest_key_pct": None, "max_drop": -math.inf}
+                           for m in dict.fromkeys(r["method"] for r in result["rows"])}
     for row in sorted(result["rows"], key=lambda r: r["key_pct"]):
         entry = out.setdefault(row["method"], {"smallest_key_pct": None,
                                                "max_drop": -math.inf})
@@ -247,7 +248,8 @@ def markdown(result: dict[str, Any]) -> str:
         "| unlocked acc | bit-identical |",
         "|---|---:|---:|---:|---:|---:|---:|---:|:-:|",
     ]
-    for r in rows:
+    order = {m: i for i, m in enumerate(dict.fromkeys(r["method"] for r in rows))}
+    for r in sorted(rows, key=lambda r: (order[r["method"]], r["key_pct"])):
         forged = (f"{r['forged_acc']:.2f} | {r['forged_drop']:+.2f}" if "forged_acc" in r
                   else "- | -")
         lines.append(f"| {r['method']} | {r['key_pct']:.2f} | {r['key_weights']} | "
