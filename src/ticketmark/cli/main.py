@@ -35,14 +35,17 @@ def main(argv: list[str] | None = None) -> None:
         _fail(exc.format_message().splitlines()[-1] + hint)
     except click_errors.ClickException as exc:
         _fail(exc.format_message())
-    except (click_errors.Exit, typer.Exit) as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except (click_errors.Abort, typer.Abort):
+    except typer.Abort:
         _fail("aborted", 130)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except FileNotFoundError as exc:
         _fail(f"no such file: {exc.filename}")
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (e.g. '| head'); nothing left to say
+        sys.exit(1)
     except PermissionError as exc:
         _fail(f"permission denied: {exc.filename}")
     except Exception as exc:  # noqa: BLE001 - last line of defence: no tracebacks for users
