@@ -43,7 +43,8 @@ def random_ticket(model_name: str, sparsity: float) -> Ticket:
     mask = random_prune(Mask.ones(model), sparsity, seed=0, scope="layer")
     mask.apply(model)
     state = state_of(model)
-    return Ticket(model_name, "cifar10", 3, 10, 32, state, mask, dict(state),
+    return Ticket(model_name, "cifar10", 3, 10, 32, state, mask,
+                  {k: v.clone() for k, v in state.items()},
                   {"train": {}})
 
 
