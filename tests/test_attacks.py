@@ -58,8 +58,9 @@ def _weights(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
 
 # prune ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method", ["global", "layer", "random"])
-@pytest.mark.parametrize("ratio", [0.0, 0.3, 0.9])
+@pytest.mark.parametrize(("method", "ratio"), [("global", 0.0), ("global", 0.3),
+                                               ("global", 0.9), ("layer", 0.5),
+                                               ("random", 0.5), ("random", 0.9)])
 def test_prune_reaches_exact_sparsity(rticket, method, ratio):
     model = rticket.build()
     names = prunable_names(model)
@@ -172,6 +173,7 @@ def test_noise_moves_survivors_only(rticket):
 
 def test_fill_removes_every_zero_and_keeps_accuracy(rticket, digits):
     model = rticket.build()
+    before = evaluate(model, digits.test)[0]
     for kw in ({}, {"scale": 0.05, "reference": "std"}):
         out = fill(model, seed=2, **kw)
         for n, m in rticket.mask.items():
@@ -179,8 +181,7 @@ def test_fill_removes_every_zero_and_keeps_accuracy(rticket, digits):
             assert (new[~m] != 0).all(), n
             assert torch.equal(new[m], old[m])
         assert Mask.from_weights(out, list(rticket.mask)).sparsity() == 0.0
-        before, after = evaluate(model, digits.test)[0], evaluate(out, digits.test)[0]
-        assert abs(before - after) <= 0.5, kw
+        assert abs(before - evaluate(out, digits.test)[0]) <= 0.5, kw
 
 
 def test_fill_std_reference_overlaps_small_weights(rticket):
@@ -407,8 +408,9 @@ def test_recalibrate_bn_changes_statistics_only(rticket, small):
 
 
 def test_apply_attack_recalibrates_unless_told_not_to(rticket, small):
-    plain = apply_attack(rticket, "noise", {"sigma": 0.1, "recalibrate": 0}, small)
-    recal = apply_attack(rticket, "noise", {"sigma": 0.1}, small)
+    plain = apply_attack(rticket, "noise", {"sigma": 0.1, "recalibrate": 0}, small,
+                         acc_before=0.0)
+    recal = apply_attack(rticket, "noise", {"sigma": 0.1}, small, acc_before=0.0)
     assert recal.meta["history"][-1]["recalibrated"] is True
     assert recal.meta["history"][-1]["params"]["recalibrate"] == 1024
     assert "recalibrated" not in plain.meta["history"][-1]
@@ -417,3 +419,30 @@ def test_apply_attack_recalibrates_unless_told_not_to(rticket, small):
             assert torch.equal(plain.state[k], v) and not torch.equal(recal.state[k], v)
         elif k.endswith("weight"):
             assert torch.equal(plain.state[k], recal.state[k])
+
+
+# plans ------------------------------------------------------------------------------------
+
+def test_plan_expands_lists_and_rejects_mistakes(tmp_path):
+    from ticketmark.attacks.sweep import load_plan
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[[attack]]\nkind = "prune"\nmethod = ["global", "layer"]\n'
+                    'ratio = [0.2, 0.5]\nnames = ["layer1.0.conv1.weight"]\n\n'
+                    '[[attack]]\nkind = "permute"\nlabel = "perm"\n')
+    rows = load_plan(plan)
+    assert [(r.kind, r.params.get("method"), r.params.get("ratio")) for r in rows[:4]] == [
+        ("prune", "global", 0.2), ("prune", "global", 0.5), ("prune", "layer", 0.2),
+        ("prune", "layer", 0.5)]
+    assert rows[0].params["names"] == ["layer1.0.conv1.weight"]  # a list param, not swept
+    assert rows[4].label == "perm"
+    bad = {"typo.toml": ('[[attack]]\nkind = "prune"\nration = [0.5]\n',
+                         "has no parameter 'ration'"),
+           "empty.json": ('{"attacks": []}', "expected a list of attacks"),
+           "nokind.json": ('[{"ratio": 0.5}]', "has no 'kind'"),
+           "broken.toml": ("[[attack]\n", "not a valid plan"),
+           "plan.txt": ("", "must be .toml or .json")}
+    for name, (text, needle) in bad.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(TicketmarkError, match=needle):
+            load_plan(tmp_path / name)
