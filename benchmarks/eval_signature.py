@@ -33,6 +33,8 @@ import torch
 from ticketmark import attacks
 from ticketmark.data import load_dataset
 from ticketmark.io import Ticket, load_ticket, save_ticket
+from ticketmark.io.ticket import load_state
+from ticketmark.models import build_model
 from ticketmark.ownership.claims import load_claim, save_claim
 from ticketmark.ownership.keys import keygen, load_private_key
 from ticketmark.ownership.signature import (
@@ -177,8 +179,12 @@ def false_claim_step(args: argparse.Namespace, signed: Ticket, claim_path: Path,
     for i in range(args.false_claims):
         path = fc_dir / f"random_{i:03d}.safetensors"
         if not path.exists():
+            # Dense rewind weights under the random mask: the trained weights would be
+            # zero off the original's own support and leak its structure into the suspect.
             mask = shuffled_mask(signed.mask, 1000 + i)
-            model = original.build()
+            model = build_model(original.model_name, original.in_channels,
+                                original.num_classes, original.image_size)
+            load_state(model, original.rewind or original.state)
             mask.apply(model)
             save_ticket(path, original.with_model(model, mask))
         suspects.append((f"random mask {i}", path))
