@@ -36,3 +36,16 @@ def test_corrupt_and_mismatched_files_fail_clearly(conv_ticket, tmp_path):
         load_ticket(path)
     with pytest.raises(TicketmarkError, match="no ticket"):
         load_ticket(tmp_path / "missing.safetensors")
+
+
+def test_resaved_ticket_reports_its_own_sparsity(conv_ticket, tmp_path):
+    from ticketmark.sparsity import random_prune
+
+    t = load_ticket(conv_ticket)
+    sparser = random_prune(t.mask, 0.5, seed=3)
+    model = t.build()
+    sparser.apply(model)
+    path = save_ticket(tmp_path / "sparser", t.with_model(model, mask=sparser))
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["sparsity"] == pytest.approx(sparser.sparsity())
+    assert side["fingerprint"] == load_ticket(path).fingerprint()

@@ -109,7 +109,9 @@ def save_ticket(path: str | Path, ticket: Ticket) -> Path:
     tensors |= {f"mask.{k}": v.to(torch.uint8).contiguous() for k, v in ticket.mask.items()}
     if ticket.rewind is not None:
         tensors |= {f"rewind.{k}": v.contiguous() for k, v in ticket.rewind.items()}
+    # Derived fields come last so stale copies carried in ``meta`` never override them.
     sidecar = {
+        **ticket.meta,
         "format": FORMAT,
         "software": f"ticketmark {__version__}",
         "model": ticket.model_name,
@@ -120,7 +122,6 @@ def save_ticket(path: str | Path, ticket: Ticket) -> Path:
         "sparsity": ticket.mask.sparsity(),
         "layer_density": ticket.mask.layer_density(),
         "fingerprint": ticket.fingerprint(),
-        **{k: v for k, v in ticket.meta.items() if k not in {"format", "fingerprint"}},
     }
     atomic_write_bytes(path, save(tensors, metadata={"format": FORMAT}))
     atomic_write_json(path.with_suffix(".json"), sidecar)
