@@ -193,7 +193,11 @@ def test_roundtrip_owned_with_picture(signed, tmp_path):
     v = verify_claim(str(signed["path"]), claim, VerifyOptions(report_dir=tmp_path))
     assert v.status == OWNED, v.reason
     assert v.evidence["flips"] == 0 and v.evidence["decode"] == "raw"
-    assert v.evidence["log10_p"] < -50
+    assert v.evidence["log10_p_position"] < -50  # chance at the claimed position
+    # ...and far beyond what searching the suspect reaches for codes nobody embedded
+    null = v.evidence["search_null"]
+    assert null["claimed_agreement"] > null["random_best_max"] + 30
+    assert v.evidence["log10_p"] < -9
     assert (tmp_path / "signature.png").stat().st_size > 1000
     json.dumps(v.to_json())  # the report is JSON-serialisable
     s = verify_claim(str(signed["path"]), claim, VerifyOptions(search=True))

@@ -61,22 +61,65 @@ def random_tags(count: int, length: int, seed: int | None = None) -> list[str]:
     return ["".join(_ALPHABET[i] for i in rng.integers(0, 32, length)) for _ in range(count)]
 
 
+def data_agreement(block: np.ndarray, code: np.ndarray, version: int) -> int:
+    """Agreeing modules outside the function patterns (both in the code's frame)."""
+    data = ~qr.function_template(version)
+    return int(((block == code) & data).sum())
+
+
+def _data_agreement_maps(conn: torch.Tensor, codes: torch.Tensor, data: torch.Tensor
+                         ) -> torch.Tensor:
+    """Per code (K, n, n) and every offset: agreement counted on data modules only.
+
+    ``data`` (K, n, n) is each code's data-module template in the same orientation. With
+    C the connectivity: sum_data [C == d] = 2 corr(C, d & t) - corr(C, t) - |d & t| + |t|.
+    """
+    c = conn.to(torch.float64)
+    dt = (codes & data).to(torch.float64)
+    t = data.to(torch.float64)
+    both = torch.cat([dt, t])
+    corr = placement._correlate(c, both)
+    k = codes.shape[0]
+    agree = (2 * corr[:k] - corr[k:] - dt.sum(dim=(1, 2)).view(-1, 1, 1)
+             + t.sum(dim=(1, 2)).view(-1, 1, 1))
+    return torch.round(agree).to(torch.int64)
+
+
 def search_null(weights: dict[str, torch.Tensor], densities: dict[str, float], version: int,
-                tag_length: int, codes: int = 24, seed: int = 0) -> SearchNull:
-    """Best agreement that searching the suspect's weights reaches for random codes."""
-    sample = qr.make_code(random_tags(1, tag_length, seed)[0], version=version)
-    n = sample.size
-    conns = {}
-    for name, w in weights.items():
+                tag_length: int, codes: int = 16, seed: int = 0) -> SearchNull:
+    """Best data-module agreement that searching the suspect reaches for random codes.
+
+    Function patterns (finders, timing, format) are the same in every code of a version, so
+    they carry no ownership information and would let any QR already in the model lift
+    every random code's agreement; only data modules are counted, here and in the claim.
+    """
+    template = ~qr.function_template(version)
+    n = template.shape[0]
+    variants, data = [], []
+    for tag in random_tags(codes, tag_length, seed):
+        for c in qr.all_masks(tag):
+            if c.version != version:
+                continue
+            for k in range(placement.ORIENTATIONS):
+                variants.append(placement.oriented(c.modules, k))
+                data.append(placement.oriented(template, k))
+    per_tag = len(variants) // codes
+    stack = torch.from_numpy(np.stack(variants))
+    data_stack = torch.from_numpy(np.stack(data))
+    best = torch.zeros(codes, dtype=torch.int64)
+    layers = 0
+    for w in weights.values():
         if not placement.fits(tuple(w.shape), n):
             continue
+        layers += 1
         norms = extract.kernel_norms(w)
-        density = densities.get(name, float((norms > 0).double().mean()))
-        conns[name] = extract.connectivity_from_norms(norms, density)
-    maxima = []
-    for tag in random_tags(codes, tag_length, seed):
-        cands = placement.best_per_layer(conns, [c.modules for c in qr.all_masks(tag)
-                                                 if c.version == version] or
-                                         [qr.make_code(tag, version=version).modules])
-        maxima.append(cands[0].agreement if cands else 0)
-    return SearchNull(np.asarray(maxima, dtype=np.float64), n * n, len(conns))
+        name_density = densities.get(_name_of(weights, w),
+                                     float((norms > 0).double().mean()))
+        conn = extract.connectivity_from_norms(norms, name_density)
+        maps = _data_agreement_maps(conn, stack, data_stack)
+        best = torch.maximum(best, maps.view(codes, per_tag, -1).amax(dim=(1, 2)))
+    return SearchNull(best.numpy().astype(np.float64), int(template.sum()), layers)
+
+
+def _name_of(weights: dict[str, torch.Tensor], w: torch.Tensor) -> str:
+    return next(k for k, v in weights.items() if v is w)

@@ -15,6 +15,7 @@ Verdict: OWNED iff the claim is valid and (the decoded tag matches or p < thresh
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from ticketmark.errors import TicketmarkError
 from ticketmark.io import load_ticket
 from ticketmark.ownership.claims import Claim
 from ticketmark.ownership.signature import extract, placement, qr, stats
+from ticketmark.ownership.signature.search_null import data_agreement, search_null
 from ticketmark.ownership.verdict import NOT_OWNED, OWNED, UNVERIFIABLE, Verdict, VerifyOptions
 
 SCHEME = "signature"
@@ -200,20 +202,33 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
     if alignment:
         evidence["alignment"] = alignment
     evidence["decoded_tag_matches"] = reading.decoded == code.text
+    # The position may have been chosen after seeing the model: the agreement must also beat
+    # what searching this suspect reaches for codes nobody embedded (see search_null).
+    null = search_null(weights, densities, code.version, len(code.text),
+                       seed=int(hashlib.sha256(code.text.encode()).hexdigest()[:8], 16))
+    data_agree = data_agreement(reading.extracted, code.modules, code.version)
+    search_log10 = null.log10_sf(data_agree)
+    evidence["search_null"] = null.to_json(data_agree)
+    evidence["log10_p_position"] = log10_p
+    log10_p = max(log10_p, search_log10)
+    evidence["log10_p"] = log10_p
     significant = log10_p < math.log10(threshold)
+    agree = f"{reading.bits.agree}/{reading.bits.total} modules agree"
+    searched = (f"{data_agree}/{null.modules} data modules agree, random codes searched over "
+                f"the suspect reach {null.maxima.mean():.0f}")
     if bad_claim is not None:
         status, reason = NOT_OWNED, bad_claim
     elif reading.decoded == code.text or significant:
         status = OWNED
-        reason = (f"valid claim; {reading.bits.agree}/{reading.bits.total} modules agree "
-                  f"(p = {_fmt(log10_p)} < {threshold:g})" if significant else
+        reason = (f"valid claim; {agree} (p = {_fmt(log10_p)} < {threshold:g}; {searched})"
+                  if significant else
                   f"valid claim; p = {_fmt(log10_p)} is above {threshold:g}")
         if reading.decoded == code.text:
             reason += f"; tag decoded ({reading.how})"
     else:
         status = NOT_OWNED
-        reason = (f"{reading.bits.agree}/{reading.bits.total} modules agree, p = "
-                  f"{_fmt(log10_p)} is not below {threshold:g}, and the tag was not decoded")
+        reason = (f"{agree}, p = {_fmt(log10_p)} is not below {threshold:g} ({searched}), "
+                  "and the tag was not decoded")
     pictures = []
     if options.report_dir is not None:
         from ticketmark.ownership.signature.figure import save_signature_figure
