@@ -190,7 +190,8 @@ def run_demo(out: str | Path, fast: bool = False, progress: bool = True) -> dict
     write_report_json(out, summary)
     html_path, _ = render_report(out)
     _print_table(rows, forgeries)
-    console.print(f"report: {html_path}   ({summary['seconds']:.0f} s)")
+    console.print(f"report: {html_path}   ({summary['seconds']:.0f} s; full reasons in "
+                  f"{out / 'report.md'})")
     return summary
 
 
@@ -201,13 +202,15 @@ def _print_table(rows: list[dict[str, Any]], forgeries: list[dict[str, Any]]) ->
         table.add_column(col)
     for r in rows:
         table.add_row(r["attack"], r["strength"], f"{r['accuracy']:.2f}", r["signature"],
-                      _p(r["signature p"]), r["trigger"], _p(r["trigger p"]), r["lock"])
+                      _p(r["signature p"]), r["trigger"], _p(r["trigger p"]),
+                      r["lock"].split(" ")[0])
     console.print(table)
     forged = Table(title="Forged claims")
     for col in ("forgery", "outcome", "why"):
         forged.add_column(col)
     for f in forgeries:
-        forged.add_row(f["forgery"], f["outcome"], f["why"])
+        why = f["why"] if len(f["why"]) <= 110 else f["why"][:107] + "..."
+        forged.add_row(f["forgery"], f["outcome"], why)
     console.print(forged)
 
 
