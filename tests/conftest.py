@@ -49,3 +49,12 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
     return subprocess.run([sys.executable, "-m", "ticketmark", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd, timeout=timeout,
                           env=full_env)
+
+
+def one_line_error(res: subprocess.CompletedProcess, code: int = 2) -> str:
+    """Assert the CLI failed with exactly one ``error:`` line and no traceback; return it."""
+    assert res.returncode == code, res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    return lines[0]

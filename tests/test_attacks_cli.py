@@ -7,15 +7,8 @@ import json
 
 import pytest
 
+from tests.conftest import one_line_error as _one_line_error
 from tests.conftest import run_cli
-
-
-def _one_line_error(res, code=2):
-    assert res.returncode == code, res.stderr
-    assert "Traceback" not in res.stderr + res.stdout
-    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize(

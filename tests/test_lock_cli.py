@@ -5,18 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.conftest import one_line_error as _one_line_error
 from tests.conftest import run_cli
 from ticketmark.io import load_ticket
 
 PASS = {"OWNER_PASS": "a long owner passphrase"}
-
-
-def _one_line_error(res, code=2):
-    assert res.returncode == code, res.stderr
-    assert "Traceback" not in res.stderr + res.stdout
-    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

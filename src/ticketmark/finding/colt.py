@@ -35,8 +35,8 @@ from ticketmark.data import DataSplits
 from ticketmark.errors import TicketmarkError
 from ticketmark.finding.common import from_rewind, make_ticket, prepare, summary_row, train_round
 from ticketmark.finding.config import FindConfig
-from ticketmark.finding.layout import RunDir
-from ticketmark.io import Ticket, load_ticket, save_ticket
+from ticketmark.finding.layout import RunDir, load_if_finished
+from ticketmark.io import Ticket, save_ticket
 from ticketmark.io.ticket import state_of
 from ticketmark.sparsity import Mask, prune_by_scores
 from ticketmark.training import train
@@ -127,13 +127,7 @@ def _copy_path(run: RunDir, r: int, i: int) -> Path:
 
 
 def _finished_copy(run: RunDir, r: int, i: int) -> Ticket | None:
-    path = _copy_path(run, r, i)
-    if not path.is_file():
-        return None
-    try:
-        return load_ticket(path)
-    except TicketmarkError:
-        return None
+    return load_if_finished(_copy_path(run, r, i))
 
 
 def _train_copy(cfg: FindConfig, part: DataSplits, template: nn.Module, rewind: dict,

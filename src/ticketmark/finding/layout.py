@@ -61,13 +61,7 @@ class RunDir:
 
     def finished_round(self, r: int) -> Ticket | None:
         """The round's ticket if that round completed (both files readable), else None."""
-        path = self.round_ticket(r)
-        if not path.is_file():
-            return None
-        try:
-            return load_ticket(path)
-        except TicketmarkError:
-            return None
+        return load_if_finished(self.round_ticket(r))
 
     def save_round(self, r: int, ticket: Ticket) -> None:
         if dist_env().is_main:
@@ -90,6 +84,16 @@ class RunDir:
                       self.read_metrics(r["round"]) for r in rows}
             plot_training_curves(curves, self.root / "training_curves.png")
         barrier()
+
+
+def load_if_finished(path: Path) -> Ticket | None:
+    """The ticket at ``path`` if it was written completely, else None (a killed run)."""
+    if not path.is_file():
+        return None
+    try:
+        return load_ticket(path)
+    except TicketmarkError:
+        return None
 
 
 def round_row(r: int, ticket: Ticket, epochs: int) -> dict[str, Any]:
