@@ -70,5 +70,5 @@ def write_report_json(out: Path, summary: dict[str, Any]) -> Path:
     report = {"title": "ticketmark demo: a ticket claims its ownership", "verdict": verdict,
               "sections": sections}
     path = out / "report.json"
-    atomic_write_json(path, report)
+    atomic_write_json(path, report, sort_keys=False)  # column order is reading order
     return path

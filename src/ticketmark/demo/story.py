@@ -163,7 +163,7 @@ def run_demo(out: str | Path, fast: bool = False, progress: bool = True) -> dict
                                     seed_path, out / "verify" / path.stem)
         rows.append({"attack": label, "strength": strength, "accuracy": acc,
                      "signature": sig_v.status, "signature p": sig_v.p_value,
-                     "bits": f"{sig_v.evidence.get('agree')}/{sig_v.evidence.get('total')}",
+                     "bits": f"{sig_v.evidence.get('agree')}/{_modules(sig_v.evidence)}",
                      "decode": sig_v.evidence.get("decode"),
                      "trigger": trig_v.status, "trigger p": trig_v.p_value,
                      "triggers matched": f"{trig_v.evidence.get('matches')}/"
@@ -184,7 +184,7 @@ def run_demo(out: str | Path, fast: bool = False, progress: bool = True) -> dict
         "robustness": rows, "forgeries": forgeries,
         "seconds": time.perf_counter() - t0,
     }
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(out / "summary.json", summary, sort_keys=False)
     from ticketmark.demo.report import write_report_json
 
     write_report_json(out, summary)
@@ -212,6 +212,10 @@ def _print_table(rows: list[dict[str, Any]], forgeries: list[dict[str, Any]]) ->
         why = f["why"] if len(f["why"]) <= 110 else f["why"][:107] + "..."
         forged.add_row(f["forgery"], f["outcome"], why)
     console.print(forged)
+
+
+def _modules(evidence: dict[str, Any]) -> int:
+    return int(evidence.get("n_dark", 0)) + int(evidence.get("n_light", 0))
 
 
 def _p(p: float | None) -> str:
