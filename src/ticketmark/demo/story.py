@@ -62,7 +62,7 @@ class DemoSettings:
             return cls("digits", "resnet20s", rounds=2, rate=0.5, epochs=4, rewind_epoch=1,
                        batch_size=64, finetune_epochs=2, lock_paths=40, embed_epochs=8)
         return cls("mnist5k", "resnet20s", rounds=3, rate=0.45, epochs=5, rewind_epoch=1,
-                   batch_size=128, finetune_epochs=3, lock_paths=150, embed_epochs=6)
+                   batch_size=128, finetune_epochs=3, lock_paths=40, embed_epochs=6)
 
 
 def attack_plan(s: DemoSettings) -> list[tuple[str, str, str, dict[str, Any]]]:
