@@ -255,7 +255,8 @@ def test_tampered_claims_are_rejected_with_a_reason(signed, tmp_path):
                                                         "AAA=" else "BBB="))
     cases = [_tampered(claim, message="Evil Corp"), bad_sig,
              _tampered(claim, owner_public_key=public_key_b64(other)),
-             _tampered(claim, row=claim.params["row"] + 1)]
+             _tampered(claim, row=claim.params["row"] + 1),
+             _tampered(claim, row=10_000)]  # off the layer: still a forged claim first
     for forged in cases:
         v = verify_claim(str(signed["path"]), forged, opts)
         assert v.status == NOT_OWNED and "signature is invalid" in v.reason

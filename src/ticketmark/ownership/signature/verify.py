@@ -192,6 +192,8 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
         w = weights.get(name)
         if w is None or not placement.fits(tuple(w.shape), code.size) \
                 or pos.row + code.size > w.shape[0] or pos.col + code.size > w.shape[1]:
+            if bad_claim is not None:  # a forged claim is rejected whatever it points at
+                return Verdict(SCHEME, NOT_OWNED, bad_claim, evidence)
             reason = (f"the suspect has no layer {name} large enough for the claimed block "
                       "(try --search)")
             return Verdict(SCHEME, UNVERIFIABLE, reason, evidence)
