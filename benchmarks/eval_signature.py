@@ -100,21 +100,27 @@ def attack_plan(signed: Ticket, ft_epochs: int) -> list[tuple[str, Any, bool]]:
         return lambda m, d: attacks.finetune(m, d, epochs=ft_epochs,
                                              keep_mask=signed.mask if keep else None)
 
+    def edit(fn: Any) -> Any:
+        # Weight edits are followed by BatchNorm recalibration on the thief's images, as in
+        # ``ticketmark attack``: it changes no conv weight, only the accuracy column.
+        return lambda m, d: attacks.recalibrate_bn(fn(m), d)
+
     plan: list[tuple[str, Any, bool]] = [("none", lambda m, d: m, False)]
     for r in (0.1, 0.3, 0.5, 0.7):
         plan.append((f"prune {int(100 * r)}% (global magnitude)",
-                     lambda m, d, r=r: attacks.prune(m, r), False))
+                     edit(lambda m, r=r: attacks.prune(m, r)), False))
     plan += [
-        ("int8 (per tensor)", lambda m, d: attacks.quantize(m, scheme="int8"), False),
-        ("ternary (TWN 0.7)", lambda m, d: attacks.quantize(m, scheme="ternary"), False),
-        ("fill pruned (0.01 x min|w|)", lambda m, d: attacks.fill(m, 0.01), False),
-        ("fill pruned (0.5 x std)", lambda m, d: attacks.fill(m, 0.5, reference="std"), False),
-        ("gaussian noise 0.1 std", lambda m, d: attacks.noise(m, 0.1), False),
-        ("gaussian noise 0.5 std", lambda m, d: attacks.noise(m, 0.5), False),
+        ("int8 (per tensor)", edit(lambda m: attacks.quantize(m, scheme="int8")), False),
+        ("ternary (TWN 0.7)", edit(lambda m: attacks.quantize(m, scheme="ternary")), False),
+        ("fill pruned (0.01 x min|w|)", edit(lambda m: attacks.fill(m, 0.01)), False),
+        ("fill pruned (0.5 x std)", edit(lambda m: attacks.fill(m, 0.5, reference="std")),
+         False),
+        ("gaussian noise 0.1 std", edit(lambda m: attacks.noise(m, 0.1)), False),
+        ("gaussian noise 0.5 std", edit(lambda m: attacks.noise(m, 0.5)), False),
         ("permute, no reference", lambda m, d: attacks.permute(m, seed=1), False),
         ("permute + --reference", lambda m, d: attacks.permute(m, seed=1), True),
         ("prune 30% + permute + --reference",
-         lambda m, d: attacks.permute(attacks.prune(m, 0.3), seed=2), True),
+         edit(lambda m: attacks.permute(attacks.prune(m, 0.3), seed=2)), True),
         (f"fine-tune {ft_epochs} ep (thief data), mask kept", ft(True), False),
         (f"fine-tune {ft_epochs} ep (thief data), dense", ft(False), False),
     ]
@@ -131,6 +137,9 @@ def verify_row(path: Path, claim_path: Path, reference: Path | None,
             "decode": e.get("decode"), "agree": e.get("agree"),
             "dark_lost": (e["n_dark"] - e["agree_dark"]) if "n_dark" in e else None,
             "light_lost": (e["n_light"] - e["agree_light"]) if "n_light" in e else None,
+            "log10_p_position": e.get("log10_p_position"),
+            "data_agree": e.get("search_null", {}).get("claimed_agreement"),
+            "random_best": e.get("search_null", {}).get("random_best_mean"),
             "seconds": time.perf_counter() - start}
 
 
@@ -245,14 +254,18 @@ def markdown(res: dict[str, Any]) -> str:
         lines += ["control (unsigned mask retrained, same recipe): "
                   f"{json.dumps(res['control'])}", ""]
     lines += ["## Attacks", "",
-              "| attack | test acc % | flip rate | dark lost | light lost | log10 p | decode "
-              "| verdict | --search |", "|---|---|---|---|---|---|---|---|---|"]
+              "| attack | test acc % | flip rate | dark lost | light lost | log10 p at "
+              "position | data modules (random codes searched) | log10 p | decode | verdict "
+              "| --search |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res.get("attacks", []):
         fr = "-" if r["flip_rate"] is None else f"{r['flip_rate']:.3f}"
         lp = "-" if r["log10_p"] is None else f"{r['log10_p']:.1f}"
+        lpp = "-" if r.get("log10_p_position") is None else f"{r['log10_p_position']:.1f}"
+        data = ("-" if r.get("data_agree") is None
+                else f"{r['data_agree']} ({r['random_best']:.0f})")
         lines.append(f"| {r['attack']} | {r['acc']:.2f} | {fr} | {r['dark_lost']} | "
-                     f"{r['light_lost']} | {lp} | {r['decode']} | {r['verdict']} | "
-                     f"{r['search_verdict']} |")
+                     f"{r['light_lost']} | {lpp} | {data} | {lp} | {r['decode']} | "
+                     f"{r['verdict']} | {r['search_verdict']} |")
     fc = res.get("false_claims")
     if fc is None:
         return "\n".join(lines) + "\n"
