@@ -13,7 +13,6 @@ from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
 from ticketmark.ownership.claims import save_claim
 from ticketmark.ownership.keys import load_private_key
 from ticketmark.ownership.signature import EmbedOptions, embed_signature
-from ticketmark.training.progress import console
 
 
 def default_out(ticket: Path) -> Path:
@@ -66,7 +65,7 @@ def embed(
     save_ticket(out_path, result.ticket)
     save_claim(claim_out, result.claim)
     s = result.summary
-    console.print(
+    print(  # the command's result goes to stdout; progress and notes go to stderr
         f"signature {s['tag']} (QR version {s['qr_version']}, mask {s['qr_mask']}) in "
         f"{s['layer']} at ({s['row']}, {s['col']}), orientation {s['orientation']}: "
         f"{s['modules_changed']}/{s['modules']} modules changed\n"
