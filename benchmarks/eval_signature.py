@@ -131,7 +131,8 @@ def verify_row(path: Path, claim_path: Path, reference: Path | None,
                search: bool = False) -> dict[str, Any]:
     claim = load_claim(claim_path)
     start = time.perf_counter()
-    v = verify_claim(str(path), claim, VerifyOptions(reference=reference, search=search))
+    v = verify_claim(str(path), claim, VerifyOptions(reference=reference, search=search,
+                                                        full_evidence=True))
     e = v.evidence
     return {"verdict": v.status, "flip_rate": e.get("flip_rate"), "log10_p": e.get("log10_p"),
             "decode": e.get("decode"), "agree": e.get("agree"),

@@ -194,10 +194,15 @@ def test_roundtrip_owned_with_picture(signed, tmp_path):
     assert v.status == OWNED, v.reason
     assert v.evidence["flips"] == 0 and v.evidence["decode"] == "raw"
     assert v.evidence["log10_p_position"] < -50  # chance at the claimed position
-    # ...and far beyond what searching the suspect reaches for codes nobody embedded
-    null = v.evidence["search_null"]
+    # The decoded tag settles it, so the costly search null is skipped unless asked for...
+    assert v.evidence["search_null"] == {"skipped": "the claimed tag decoded"}
+    assert v.evidence["log10_p"] == v.evidence["log10_p_position"]
+    full = verify_claim(str(signed["path"]), claim, VerifyOptions(full_evidence=True))
+    assert full.status == OWNED, full.reason
+    # ...and then agreement is far beyond what searching reaches for codes nobody embedded
+    null = full.evidence["search_null"]
     assert null["claimed_agreement"] > null["random_best_max"] + 30
-    assert v.evidence["log10_p"] < -9
+    assert full.evidence["log10_p"] < -9
     assert (tmp_path / "signature.png").stat().st_size > 1000
     json.dumps(v.to_json())  # the report is JSON-serialisable
     s = verify_claim(str(signed["path"]), claim, VerifyOptions(search=True))
@@ -211,6 +216,7 @@ def test_unsigned_ticket_is_not_owned(signed, resnet_ticket):
         v = verify_claim(str(resnet_ticket), claim, VerifyOptions(search=search))
         assert v.status == NOT_OWNED and v.evidence["decode"] == "failed"
         assert v.evidence["log10_p"] > -9
+        assert "random_best_max" in v.evidence["search_null"]  # no decode: the null ran
 
 
 def test_permuted_copy_verifies_with_reference(signed, resnet_ticket, tmp_path):

@@ -43,6 +43,9 @@ def verify(
     reveal: Path | None = typer.Option(None, help="revealed trigger seed file"),
     search: bool = typer.Option(False, "--search", help="signature: search all positions"),
     threshold: float | None = typer.Option(None, help="p-value below which the claim holds"),
+    full_evidence: bool = typer.Option(False, "--full-evidence",
+                                       help="signature: compute the search null even when "
+                                            "the tag decodes (seconds on large models)"),
     report: Path | None = typer.Option(None, "--report", help="folder for JSON + pictures"),
     max_queries: int = typer.Option(10_000, help="endpoint: most inputs to query"),
     timeout: float = typer.Option(10.0, help="endpoint: seconds per request"),
@@ -50,7 +53,8 @@ def verify(
 ) -> None:
     """Print a verdict (exit 0 OWNED, 1 otherwise) with its evidence."""
     options = VerifyOptions(reference=reference, reveal=reveal, search=search,
-                            threshold=threshold, report_dir=report, max_queries=max_queries,
+                            threshold=threshold, full_evidence=full_evidence,
+                            report_dir=report, max_queries=max_queries,
                             timeout=timeout, batch_size=batch_size)
     verdict = verify_claim(suspect, claim, options)
     print(f"{verdict.scheme}: {verdict.status} — {verdict.reason}")

@@ -24,6 +24,7 @@ class VerifyOptions:
     reveal: Path | None = None  # revealed trigger seed file (trigger)
     search: bool = False  # signature: search every layer/offset/orientation
     threshold: float | None = None  # p-value threshold (scheme default when None)
+    full_evidence: bool = False  # signature: run the search null even when the tag decodes
     report_dir: Path | None = None  # where JSON report and pictures go
     max_queries: int = 10_000  # endpoint: cap on queried inputs
     timeout: float = 10.0  # endpoint: seconds per request
