@@ -19,6 +19,12 @@ def test_verify_cli_owned_and_not_owned(signed, resnet_ticket, tmp_path):  # noq
     report = json.loads((tmp_path / "rep" / "verdict_signature.json").read_text())
     assert report["status"] == "OWNED" and report["pictures"]
     assert (tmp_path / "rep" / "signature.png").exists()
+    assert report["evidence"]["search_null"] == {"skipped": "the claimed tag decoded"}
+    res = run_cli("verify", "--suspect", signed["path"], "--claim", signed["claim"],
+                  "--full-evidence", "--report", tmp_path / "full")
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / "full" / "verdict_signature.json").read_text())
+    assert report["evidence"]["search_null"]["claimed_agreement"] == 208
     res = run_cli("verify", "--suspect", resnet_ticket, "--claim", signed["claim"], "--search")
     assert res.returncode == 1, res.stderr
     assert "signature: NOT OWNED" in res.stdout
