@@ -104,3 +104,14 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path):
     assert hi - lo > 100, "screenshot is blank"
     colours = len(set(img.resize((200, 400)).getdata()))
     assert colours > 20, "screenshot has almost no content"
+
+
+def test_forgery_outcome_names_who_holds():
+    from ticketmark.demo.forgeries import outcome_row
+
+    assert outcome_row("f", True, True, "")["outcome"] == "rejected / owner wins"
+    # A rejected forgery on a copy where the owner's claim fails too is no success...
+    neither = outcome_row("f", True, False, "")["outcome"]
+    assert neither.startswith("rejected") and "owner's claim does not hold" in neither
+    # ...and only a forged claim that holds is one.
+    assert outcome_row("f", False, False, "")["outcome"] == "FORGERY SUCCEEDED"

@@ -171,8 +171,12 @@ def run_demo(out: str | Path, fast: bool = False, progress: bool = True) -> dict
                      "lock": lock_status(path, lock_key)})
 
     _step(7, total, "Forged claims and disputes")
+    # A black-box trigger dispute is held over the copy the thief would deploy: the locked
+    # release is of little use as it is, the fine-tuned one is (and there the owner's
+    # triggers hold again). The white-box forgeries work on the release itself.
+    deployed = next(path for (label, _, path, _) in stolen if label.startswith("fine-tune"))
     forgeries = run_forgeries(out, data, owner_path, sig_claim_path, trig_claim_path, seed_path,
-                              stolen[0][2], plain, progress)
+                              stolen[0][2], deployed, plain, progress)
 
     _step(8, total, "Report")
     summary = {
