@@ -64,3 +64,12 @@ def test_embed_cli_retrains_and_verifies(resnet_ticket, tmp_path):
     claim = tmp_path / "signed.signature.claim.json"
     res = run_cli("verify", "--suspect", tmp_path / "signed.safetensors", "--claim", claim)
     assert res.returncode == 0, res.stdout + res.stderr
+    # A second signer (a thief with ticketmark) is told, and the owner's code survives.
+    assert run_cli("keygen", "--out", tmp_path / "thief").returncode == 0
+    res = run_cli("embed", "--ticket", tmp_path / "signed.safetensors", "--key",
+                  tmp_path / "thief.pem", "--message", "mine", "--out", tmp_path / "thief",
+                  "--epochs", "1", "-q")
+    assert res.returncode == 0, res.stderr
+    assert "a QR code was already drawn in" in res.stderr
+    res = run_cli("verify", "--suspect", tmp_path / "thief.safetensors", "--claim", claim)
+    assert res.returncode == 0 and "tag decoded" in res.stdout, res.stdout + res.stderr

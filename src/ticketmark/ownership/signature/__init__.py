@@ -1,7 +1,8 @@
 """Scheme 2: a signed QR code drawn into a ticket's channel connectivity.
 
 ``embed.embed_signature`` draws and retrains, ``verify.verify_claim`` checks a suspect;
-``qr`` (codes and decoding), ``placement`` (vectorised position search), ``extract``
+``qr`` (codes and decoding), ``placement`` (vectorised position search), ``existing``
+(codes already in a ticket, which embedding keeps clear of), ``extract``
 (connectivity from weights, channel re-alignment) and ``stats`` (exact chance p-values) are
 the parts they share.
 """

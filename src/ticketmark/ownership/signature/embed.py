@@ -33,7 +33,7 @@ from ticketmark.io import Ticket
 from ticketmark.io.ticket import state_of
 from ticketmark.ownership.claims import Claim, make_claim
 from ticketmark.ownership.keys import public_key_b64
-from ticketmark.ownership.signature import placement, qr
+from ticketmark.ownership.signature import existing, placement, qr
 from ticketmark.sparsity import Mask
 from ticketmark.training import TrainConfig, evaluate, train
 
@@ -58,6 +58,7 @@ class Plan:
     code: qr.Code
     agreement: int
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    existing: list[dict[str, Any]] = field(default_factory=list)  # codes kept clear of
 
 
 @dataclass
@@ -103,9 +104,15 @@ def plan(mask: Mask, codes: list[qr.Code], layer: str | None = None,
         raise TicketmarkError(f"no conv layer of this ticket has {n} input and output channels "
                               f"for a {n}x{n} QR code")
     conns = {k: v for k, v in layer_connectivity(mask).items() if k in fit}
+    found = existing.existing_codes(conns, codes[0].version)
+    blocked = {k: placement.overlapping(v, n) for k, v in found.items() if bool(v.any())}
+    candidates = placement.best_per_layer(conns, [c.modules for c in codes], blocked)
+    if not candidates:
+        raise TicketmarkError("every place a code fits is taken by a QR code already in the "
+                              f"ticket ({existing.describe(found)}); pick another layer")
     best: Plan | None = None
     rows = []
-    for cand in placement.best_per_layer(conns, [c.modules for c in codes]):
+    for cand in candidates:
         code = codes[cand.code]
         rows.append({"layer": cand.position.layer, "mask": code.mask,
                      "agreement": cand.agreement})
@@ -113,6 +120,7 @@ def plan(mask: Mask, codes: list[qr.Code], layer: str | None = None,
             best = Plan(cand.position, code, cand.agreement)
     assert best is not None
     best.candidates = sorted(rows, key=lambda r: -r["agreement"])[:10]
+    best.existing = existing.describe(found)
     return best
 
 
@@ -273,6 +281,7 @@ def embed_signature(ticket: Ticket, key: Ed25519PrivateKey, message: str,
         "acc_before": acc_before, "acc_after": acc_after,
         "acc_change": acc_after - acc_before, "retrain_epochs": cfg.epochs,
         "floor_quantile": options.floor_quantile, "entries_raised": raised,
+        "existing_codes_kept_clear": p.existing,
     }
     history = list(ticket.meta.get("history", []))
     history.append({"kind": SCHEME, "params": {k: v for k, v in params.items()
