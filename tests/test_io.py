@@ -49,3 +49,13 @@ def test_resaved_ticket_reports_its_own_sparsity(conv_ticket, tmp_path):
     side = json.loads(path.with_suffix(".json").read_text())
     assert side["sparsity"] == pytest.approx(sparser.sparsity())
     assert side["fingerprint"] == load_ticket(path).fingerprint()
+
+
+def test_keygen_keeps_the_private_key_private_and_the_public_one_readable(tmp_path):
+    from ticketmark.ownership.keys import keygen, load_private_key
+
+    pem, pub = keygen(tmp_path / "owner", passphrase="s3cret")
+    assert pem.stat().st_mode & 0o777 == 0o600
+    assert pub.stat().st_mode & 0o777 == 0o644
+    assert b"ENCRYPTED" in pem.read_bytes() and b"PUBLIC KEY" in pub.read_bytes()
+    assert load_private_key(pem, "s3cret") is not None

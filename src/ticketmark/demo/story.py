@@ -203,7 +203,8 @@ def _print_table(rows: list[dict[str, Any]], forgeries: list[dict[str, Any]]) ->
     table = Table(title="Verdicts on the stolen copies")
     for col in ("attack", "strength", "accuracy", "signature", "signature p", "trigger",
                 "trigger p", "lock"):
-        table.add_column(col)
+        # p-values wrap rather than lose digits in a narrow terminal (1e-117 is not 0.1)
+        table.add_column(col, overflow="fold" if col.endswith(" p") else "ellipsis")
     for r in rows:
         table.add_row(r["attack"], r["strength"], f"{r['accuracy']:.2f}", r["signature"],
                       _p(r["signature p"]), r["trigger"], _p(r["trigger p"]),

@@ -28,6 +28,7 @@ def keygen(out: str | Path, passphrase: str | None = None) -> tuple[Path, Path]:
     atomic_write_bytes(priv_path, priv)
     priv_path.chmod(0o600)
     atomic_write_bytes(pub_path, pub)
+    pub_path.chmod(0o644)  # meant to be published
     return priv_path, pub_path
 
 
