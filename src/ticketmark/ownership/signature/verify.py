@@ -199,7 +199,7 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
             if bad_claim is not None:  # a forged claim is rejected whatever it points at
                 return Verdict(SCHEME, NOT_OWNED, bad_claim, evidence)
             reason = (f"the suspect has no layer {name} large enough for the claimed block "
-                      "(try --search)")
+                      "(another architecture? if layers were renamed, try --search)")
             return Verdict(SCHEME, UNVERIFIABLE, reason, evidence)
         conn, alignment = layer_conn(name, w, densities[name], reference)
         reading = read_at(conn, pos, code)
