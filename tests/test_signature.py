@@ -217,6 +217,8 @@ def test_unsigned_ticket_is_not_owned(signed, resnet_ticket):
         assert v.status == NOT_OWNED and v.evidence["decode"] == "failed"
         assert v.evidence["log10_p"] > -9
         assert "random_best_max" in v.evidence["search_null"]  # no decode: the null ran
+        assert v.evidence["p_value"] == pytest.approx(v.p_value)  # the verdict's, not the
+        assert v.evidence["p_position"] <= v.p_value  # position's alone
 
 
 def test_permuted_copy_verifies_with_reference(signed, resnet_ticket, tmp_path):

@@ -16,6 +16,7 @@ def test_verify_cli_owned_and_not_owned(signed, resnet_ticket, tmp_path):  # noq
                   "--report", tmp_path / "rep")
     assert res.returncode == 0, res.stderr
     assert "signature: OWNED" in res.stdout and "decode: raw" in res.stdout
+    assert "p_rowcol" not in res.stdout and "more fields with --verbose" in res.stdout
     report = json.loads((tmp_path / "rep" / "verdict_signature.json").read_text())
     assert report["status"] == "OWNED" and report["pictures"]
     assert (tmp_path / "rep" / "signature.png").exists()
@@ -25,9 +26,10 @@ def test_verify_cli_owned_and_not_owned(signed, resnet_ticket, tmp_path):  # noq
     assert res.returncode == 0, res.stderr
     report = json.loads((tmp_path / "full" / "verdict_signature.json").read_text())
     assert report["evidence"]["search_null"]["claimed_agreement"] == 208
-    res = run_cli("verify", "--suspect", resnet_ticket, "--claim", signed["claim"], "--search")
+    res = run_cli("verify", "--suspect", resnet_ticket, "--claim", signed["claim"], "--search",
+                  "--verbose")
     assert res.returncode == 1, res.stderr
-    assert "signature: NOT OWNED" in res.stdout
+    assert "signature: NOT OWNED" in res.stdout and "p_rowcol" in res.stdout
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,13 @@ from ticketmark.io import atomic_write_json
 from ticketmark.ownership.claims import load_claim
 from ticketmark.ownership.verdict import Verdict, VerifyOptions
 
+# Evidence that restates or breaks down a headline field: printed with --verbose only.
+DETAIL_KEYS = frozenset({
+    "n_dark", "n_light", "agree_dark", "agree_light", "p_binomial", "log10_p_binomial",
+    "p_rowcol", "log10_p_rowcol", "log10_p", "log10_p_uncorrected", "decoded_tag_matches",
+    "layer_connectivity_density", "decoded_text", "flip_rate", "log10_p_position",
+})
+
 VERIFIERS = {
     "signature": "ticketmark.ownership.signature.verify",
     "trigger": "ticketmark.ownership.trigger.verify",
@@ -50,6 +57,7 @@ def verify(
     max_queries: int = typer.Option(10_000, help="endpoint: most inputs to query"),
     timeout: float = typer.Option(10.0, help="endpoint: seconds per request"),
     batch_size: int = typer.Option(50, help="endpoint: inputs per request"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="print every evidence field"),
 ) -> None:
     """Print a verdict (exit 0 OWNED, 1 otherwise) with its evidence."""
     options = VerifyOptions(reference=reference, reveal=reveal, search=search,
@@ -58,9 +66,16 @@ def verify(
                             timeout=timeout, batch_size=batch_size)
     verdict = verify_claim(suspect, claim, options)
     print(f"{verdict.scheme}: {verdict.status} — {verdict.reason}")
+    hidden = 0
     for key, value in verdict.evidence.items():
-        if not isinstance(value, dict | list):
-            print(f"  {key}: {value}")
+        if isinstance(value, dict | list):
+            continue
+        if key in DETAIL_KEYS and not verbose:
+            hidden += 1
+            continue
+        print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    if hidden:
+        print(f"  ({hidden} more fields with --verbose; all of them in the --report JSON)")
     if report is not None:
         atomic_write_json(report / f"verdict_{verdict.scheme}.json", verdict.to_json())
         print(f"  report: {report / f'verdict_{verdict.scheme}.json'}")

@@ -244,7 +244,10 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
             status = NOT_OWNED
             reason = (f"{agree}, p = {_fmt(log10_p)} is not below {threshold:g} ({searched}), "
                       "and the tag was not decoded")
+    # p_value is the verdict's; the chance at the position alone stays as p_position.
+    evidence["p_position"] = 10.0 ** evidence["log10_p_position"]
     evidence["log10_p"] = log10_p
+    evidence["p_value"] = 10.0 ** log10_p
     pictures = []
     if options.report_dir is not None:
         from ticketmark.ownership.signature.figure import save_signature_figure
