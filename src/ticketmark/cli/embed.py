@@ -75,4 +75,4 @@ def embed(
         f"ticket: {out_path}\nclaim:  {claim_out}")
     for e in s["existing_codes_kept_clear"]:  # someone signed this ticket before
         print(f"note: a QR code was already drawn in {e['layer']} at ({e['row']}, {e['col']}); "
-              "the new one was kept clear of it", file=sys.stderr)
+              "that layer was left alone", file=sys.stderr)

@@ -88,8 +88,9 @@ def run_forgeries(out: Path, data: DataSplits, owner_path: Path, sig_claim: Path
     stolen = load_ticket(stolen_path)
 
     # (a) The thief embeds a second signature into the stolen copy with ticketmark's own
-    # embed and claims it. The placement keeps clear of the owner's block (it would
-    # otherwise be the best fit there is: its finder and timing patterns agree with any QR).
+    # embed and claims it. The placement leaves the owner's signed layer alone (its block
+    # would otherwise be the best fit there is: its finder and timing patterns agree with
+    # any QR).
     second = embed_signature(stolen, load_private_key(thief_pem), "the thief",
                              EmbedOptions(progress=progress), data=data)
     thief_ticket = save_ticket(forge / "thief_signed", second.ticket)
@@ -100,8 +101,8 @@ def run_forgeries(out: Path, data: DataSplits, owner_path: Path, sig_claim: Path
     rows.append(outcome_row("(a) thief embeds a second QR signature", result.winner == 0,
                             result.winner == 0,
                             f"{result.reason} (the thief's code went into "
-                            f"{second.summary['layer']}; embedding kept clear of the "
-                            f"code already there: {where})"))
+                            f"{second.summary['layer']}; embedding left alone the layer "
+                            f"of the code already there: {where})"))
 
     # (b) The thief claims a QR-like pattern searched for in the stolen copy's mask.
     searched = save_claim(forge / "thief_search.claim.json",

@@ -2,7 +2,7 @@
 
 ``embed.embed_signature`` draws and retrains, ``verify.verify_claim`` checks a suspect;
 ``qr`` (codes and decoding), ``placement`` (vectorised position search), ``existing``
-(codes already in a ticket, which embedding keeps clear of), ``extract``
+(codes already in a ticket, whose layers embedding leaves alone), ``extract``
 (connectivity from weights, channel re-alignment) and ``stats`` (exact chance p-values) are
 the parts they share.
 """

@@ -58,7 +58,7 @@ class Plan:
     code: qr.Code
     agreement: int
     candidates: list[dict[str, Any]] = field(default_factory=list)
-    existing: list[dict[str, Any]] = field(default_factory=list)  # codes kept clear of
+    existing: list[dict[str, Any]] = field(default_factory=list)  # their layers were left alone
 
 
 @dataclass
@@ -104,12 +104,19 @@ def plan(mask: Mask, codes: list[qr.Code], layer: str | None = None,
         raise TicketmarkError(f"no conv layer of this ticket has {n} input and output channels "
                               f"for a {n}x{n} QR code")
     conns = {k: v for k, v in layer_connectivity(mask).items() if k in fit}
+    # A layer that already carries a code is left alone as a whole: drawing beside the code
+    # would still move entries inside it to keep the layer's count, and erase it.
     found = existing.existing_codes(conns, codes[0].version)
-    blocked = {k: placement.overlapping(v, n) for k, v in found.items() if bool(v.any())}
-    candidates = placement.best_per_layer(conns, [c.modules for c in codes], blocked)
-    if not candidates:
-        raise TicketmarkError("every place a code fits is taken by a QR code already in the "
-                              f"ticket ({existing.describe(found)}); pick another layer")
+    taken = {k for k, v in found.items() if bool(v.any())}
+    if layer is not None and layer in taken:
+        raise TicketmarkError(f"layer {layer} already carries a QR code "
+                              f"({existing.describe({layer: found[layer]})}); drawing into it "
+                              "would erase that code; choose another layer")
+    conns = {k: v for k, v in conns.items() if k not in taken}
+    if not conns:
+        raise TicketmarkError("every layer a code fits already carries a QR code "
+                              f"({existing.describe(found)}); nowhere is left to sign")
+    candidates = placement.best_per_layer(conns, [c.modules for c in codes])
     best: Plan | None = None
     rows = []
     for cand in candidates:

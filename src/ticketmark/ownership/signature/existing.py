@@ -1,11 +1,13 @@
-"""Find QR codes already drawn into a ticket's connectivity, so embedding keeps clear of them.
+"""Find QR codes already drawn into a ticket's connectivity, so embedding leaves them alone.
 
 Without this, the placement search run on a ticket that already carries a signature lands
 exactly on it: the old code's finder and timing patterns agree with every new code, so
 the old block is the best fit there is. Overwriting it would erase the first owner's
 evidence, and the dispute rule ("whose credential is in whose reference") then has
-nothing to compare. An attacker who edits the code can still overwrite a block; the tool
-itself will not do it for them.
+nothing to compare. Drawing beside it in the same layer is no better: keeping the layer's
+count of weights moves entries, some of them inside the old block (seen in a demo run).
+So a layer that carries a code is not signed again. An attacker who edits the code can
+still overwrite a block; the tool itself will not do it for them.
 
 A block counts as a code when at least ``THRESHOLD`` of its finder, separator and timing
 modules agree with a QR code of that size. Those modules are about half dark, so a random

@@ -100,15 +100,6 @@ def masked_agreement_maps(conn: torch.Tensor, codes: torch.Tensor,
     return torch.round(agree).to(torch.int64)
 
 
-def overlapping(starts: torch.Tensor, n: int) -> torch.Tensor:
-    """Offsets whose n x n window overlaps a window starting at a True of ``starts``."""
-    if not bool(starts.any()):
-        return starts.clone()
-    grown = torch.nn.functional.max_pool2d(starts[None, None].float(), 2 * n - 1, stride=1,
-                                           padding=n - 1)
-    return grown[0, 0] > 0
-
-
 def oriented_stack(code: np.ndarray) -> torch.Tensor:
     """The code in all orientations, (4, n, n) bool."""
     return torch.from_numpy(np.stack([oriented(code, k) for k in range(ORIENTATIONS)]))
@@ -122,14 +113,13 @@ class Candidate:
     code: int = 0  # index into the codes searched
 
 
-def best_per_layer(conns: Mapping[str, torch.Tensor], codes: Sequence[np.ndarray],
-                   blocked: Mapping[str, torch.Tensor] | None = None) -> list[Candidate]:
+def best_per_layer(conns: Mapping[str, torch.Tensor],
+                   codes: Sequence[np.ndarray]) -> list[Candidate]:
     """For every layer and code, the block and orientation that agree most.
 
     One batched FFT correlation per layer covers every offset, all four orientations and
     every code (the embedder offers the 8 mask patterns); the Python loop runs over layers
-    only. ``blocked`` maps a layer to offsets (bool, valid-offset shape) never chosen; a
-    layer with every offset blocked gives no candidate. Sorted by agreement, best first.
+    only. Sorted by agreement, best first.
     """
     n = codes[0].shape[0]
     stack = torch.cat([oriented_stack(c) for c in codes])
@@ -138,10 +128,6 @@ def best_per_layer(conns: Mapping[str, torch.Tensor], codes: Sequence[np.ndarray
         if conn.shape[0] < n or conn.shape[1] < n:
             continue
         maps = agreement_maps(conn, stack)
-        if blocked is not None and name in blocked:
-            if bool(blocked[name].all()):
-                continue
-            maps = maps.masked_fill(blocked[name], -1)
         per_code = maps.view(len(codes), -1)
         best = torch.argmax(per_code, dim=1).tolist()
         for j, flat in enumerate(best):
