@@ -73,6 +73,6 @@ def embed(
         f"test accuracy {s['acc_before']:.2f}% -> {s['acc_after']:.2f}% "
         f"({s['acc_change']:+.2f} points after {s['retrain_epochs']} epochs)\n"
         f"ticket: {out_path}\nclaim:  {claim_out}")
-    for e in s["existing_codes_kept_clear"]:  # someone signed this ticket before
+    for e in s["existing_codes"]:  # someone signed this ticket before
         print(f"note: a QR code was already drawn in {e['layer']} at ({e['row']}, {e['col']}); "
               "that layer was left alone", file=sys.stderr)

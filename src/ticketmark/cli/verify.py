@@ -18,13 +18,6 @@ from ticketmark.io import atomic_write_json
 from ticketmark.ownership.claims import load_claim
 from ticketmark.ownership.verdict import Verdict, VerifyOptions
 
-# Evidence that restates or breaks down a headline field: printed with --verbose only.
-DETAIL_KEYS = frozenset({
-    "n_dark", "n_light", "agree_dark", "agree_light", "p_binomial", "log10_p_binomial",
-    "p_rowcol", "log10_p_rowcol", "log10_p", "log10_p_uncorrected", "decoded_tag_matches",
-    "layer_connectivity_density", "decoded_text", "flip_rate", "log10_p_position",
-})
-
 VERIFIERS = {
     "signature": "ticketmark.ownership.signature.verify",
     "trigger": "ticketmark.ownership.trigger.verify",
@@ -66,11 +59,14 @@ def verify(
                             timeout=timeout, batch_size=batch_size)
     verdict = verify_claim(suspect, claim, options)
     print(f"{verdict.scheme}: {verdict.status} — {verdict.reason}")
+    # Each scheme names the evidence that only breaks down its headline fields.
+    details = getattr(importlib.import_module(VERIFIERS[verdict.scheme]), "DETAIL_KEYS",
+                      frozenset())
     hidden = 0
     for key, value in verdict.evidence.items():
         if isinstance(value, dict | list):
             continue
-        if key in DETAIL_KEYS and not verbose:
+        if key in details and not verbose:
             hidden += 1
             continue
         print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")

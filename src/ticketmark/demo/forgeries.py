@@ -81,8 +81,8 @@ def run_forgeries(out: Path, data: DataSplits, owner_path: Path, sig_claim: Path
         trig = _verify(path, trig_claim, reveal=seed_path)
         ok = not sig.owned and not trig.owned
         rows.append(outcome_row(f"false claim on {name}", ok, ok,
-                         f"signature {sig.status} (p={sig.p_value:.1e}); trigger "
-                         f"{trig.status} (p={trig.p_value:.1e})"))
+                                f"signature {sig.status} (p={sig.p_value:.1e}); trigger "
+                                f"{trig.status} (p={trig.p_value:.1e})"))
 
     thief_pem, _ = keygen(forge / "thief")
     stolen = load_ticket(stolen_path)
@@ -96,7 +96,7 @@ def run_forgeries(out: Path, data: DataSplits, owner_path: Path, sig_claim: Path
     thief_ticket = save_ticket(forge / "thief_signed", second.ticket)
     thief_claim = save_claim(forge / "thief_signature.claim.json", second.claim)
     result = decide(thief_ticket, [owner, Claimant(thief_claim, thief_ticket)])
-    kept = second.summary["existing_codes_kept_clear"]
+    kept = second.summary["existing_codes"]
     where = ", ".join(f"{e['layer']} ({e['row']}, {e['col']})" for e in kept) or "none found"
     rows.append(outcome_row("(a) thief embeds a second QR signature", result.winner == 0,
                             result.winner == 0,
@@ -110,8 +110,8 @@ def run_forgeries(out: Path, data: DataSplits, owner_path: Path, sig_claim: Path
     verdict = _verify(stolen_path, searched)
     result = decide(stolen_path, [owner, Claimant(searched, stolen_path)])
     rows.append(outcome_row("(b) thief claims a QR found in the mask",
-                     not verdict.owned and result.winner != 1, result.winner == 0,
-                     f"{verdict.reason}; dispute: {result.reason}"))
+                            not verdict.owned and result.winner != 1, result.winner == 0,
+                            f"{verdict.reason}; dispute: {result.reason}"))
 
     # (c) The thief fabricates a trigger set after seeing the model they deploy.
     deployed = load_ticket(deployed_path)
@@ -129,10 +129,10 @@ def run_forgeries(out: Path, data: DataSplits, owner_path: Path, sig_claim: Path
     result = decide(deployed_path, [Claimant(trig_claim, None, seed_path),
                                     Claimant(thief_trig, None, thief_seed)])
     rows.append(outcome_row("(c) thief fabricates a trigger set after seeing the model",
-                     not verdict.owned and result.winner != 1, result.winner == 0,
-                     f"relabelling by the model would match 100/100, but the labels come "
-                     f"from the seed's hash: the revealed seed's set matches "
-                     f"{verdict.evidence.get('matches')}/{verdict.evidence.get('queried')} "
-                     f"(chance gave {fabricated_match}) -> {verdict.status}; dispute: "
-                     f"{result.reason}"))
+                            not verdict.owned and result.winner != 1, result.winner == 0,
+                            f"relabelling by the model would match 100/100, but the labels come "
+                            f"from the seed's hash: the revealed seed's set matches "
+                            f"{verdict.evidence.get('matches')}/{verdict.evidence.get('queried')} "
+                            f"(chance gave {fabricated_match}) -> {verdict.status}; dispute: "
+                            f"{result.reason}"))
     return rows

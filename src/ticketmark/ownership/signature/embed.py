@@ -288,7 +288,7 @@ def embed_signature(ticket: Ticket, key: Ed25519PrivateKey, message: str,
         "acc_before": acc_before, "acc_after": acc_after,
         "acc_change": acc_after - acc_before, "retrain_epochs": cfg.epochs,
         "floor_quantile": options.floor_quantile, "entries_raised": raised,
-        "existing_codes_kept_clear": p.existing,
+        "existing_codes": p.existing,
     }
     history = list(ticket.meta.get("history", []))
     history.append({"kind": SCHEME, "params": {k: v for k, v in params.items()

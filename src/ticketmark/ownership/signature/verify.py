@@ -8,8 +8,7 @@ Evidence, all reported:
 * the bit agreement between the block recovered from the suspect (kernel L1 norms,
   thresholded at the density the owner recorded) and the expected code, with its chance
   p-value (``stats``; with ``--search`` multiplied by the number of positions tried);
-* a decode of the block by zxing-cpp: raw, else with function patterns restored.
-
+* a decode of the block by zxing-cpp: raw, else with function patterns restored;
 * when the tag does not decode (or with ``full_evidence``), the search-calibrated null:
   what searching this suspect reaches for codes nobody embedded (``search_null``); the
   p-value is the larger of that and the exact one at the position.
@@ -40,6 +39,15 @@ DEFAULT_THRESHOLD = 1e-9
 REQUIRED = {"tag": str, "tag_fingerprint": str, "qr_version": int, "qr_mask": int,
             "size": int, "layer": str, "row": int, "col": int, "orientation": int,
             "density": float}
+
+
+# Evidence that restates or breaks down a headline field: ``verify`` prints it with
+# --verbose only (the JSON report always has it).
+DETAIL_KEYS = frozenset({
+    "n_dark", "n_light", "agree_dark", "agree_light", "p_binomial", "log10_p_binomial",
+    "p_rowcol", "log10_p_rowcol", "log10_p", "log10_p_uncorrected", "decoded_tag_matches",
+    "layer_connectivity_density", "decoded_text", "flip_rate", "log10_p_position",
+})
 
 
 def claim_params(claim: Claim) -> dict[str, Any]:
@@ -209,7 +217,8 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
         evidence["alignment"] = alignment
     tag_decoded = reading.decoded == code.text
     evidence["decoded_tag_matches"] = tag_decoded
-    evidence["log10_p_position"] = log10_p
+    log10_p_position = log10_p
+    evidence["log10_p_position"] = log10_p_position
     agree = f"{reading.bits.agree}/{reading.bits.total} modules agree"
     if bad_claim is not None:
         evidence["search_null"] = {"skipped": "the claim itself is invalid"}
@@ -245,7 +254,7 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
             reason = (f"{agree}, p = {_fmt(log10_p)} is not below {threshold:g} ({searched}), "
                       "and the tag was not decoded")
     # p_value is the verdict's; the chance at the position alone stays as p_position.
-    evidence["p_position"] = 10.0 ** evidence["log10_p_position"]
+    evidence["p_position"] = 10.0 ** log10_p_position
     evidence["log10_p"] = log10_p
     evidence["p_value"] = 10.0 ** log10_p
     pictures = []
