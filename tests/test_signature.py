@@ -117,26 +117,56 @@ def test_binomial_tail_is_exact():
                         binom.sf(6, 12, 0.4), rel_tol=1e-9)
 
 
+def _structured_masks(rng: np.random.Generator) -> list[np.ndarray]:
+    """Masks far from i.i.d.: dead rows, dense columns, blocks, a gradient, stripes."""
+    o = i = 64
+    rows = rng.random(o)[:, None] ** 3
+    cols = rng.random(i)[None, :]
+    out = [rng.random((o, i)) < np.clip(2 * rows * cols, 0, 1),  # row x column densities
+           np.kron(rng.random((8, 8)) < 0.3, np.ones((8, 8), dtype=bool)),  # 8x8 blocks
+           (np.add.outer(np.arange(o), np.arange(i)) % 3 == 0),  # diagonal stripes
+           rng.random((o, i)) < np.linspace(0.02, 0.98, i)[None, :]]  # density gradient
+    dead = rng.random((o, i)) < 0.5
+    dead[rng.random(o) < 0.4] = False  # 40% dead output channels
+    out.append(dead)
+    return out
+
+
 def test_p_values_are_calibrated_on_unmarked_masks(resnet_ticket):
-    """Random codes at random positions of masks that carry none: P(p <= a) <= a."""
+    """Random codes at random positions of masks that carry none: P(p <= a) <= a.
+
+    The position p-value treats the code as the random thing (a model made without the
+    tag cannot depend on it), so it must hold on any mask: synthetic ones built to be as
+    structured as possible (deterministic, the same on every machine) and the session
+    ticket's real layers. 600 draws per family: the empirical rate at alpha = 0.2 has a
+    standard error of sqrt(0.2 * 0.8 / 600) = 0.016, so alpha + 0.05 is over 3 standard
+    errors of slack; the mask nulls failed this (27% under 0.2 on a real ticket).
+    """
     rng = np.random.default_rng(0)
     mask = load_ticket(resnet_ticket).mask
     real = [c.numpy() for n, c in emb.layer_connectivity(mask).items()
             if placement.fits(tuple(mask[n].shape), 21) and mask[n].shape[2] > 1]
-    iid = [rng.random((64, 64)) < d for d in (0.3, 0.6, 0.9)]
-    alphabet = list("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
-    for layers in (real, iid):
+    alphabet = list(qr.TAG_ALPHABET)
+    for layers in (_structured_masks(rng), real):
         logs = []
-        for _ in range(100):
-            code = qr.make_code("".join(rng.choice(alphabet, 10))).modules
+        for _ in range(600):
+            code = qr.make_code("".join(rng.choice(alphabet, 10)), mask=int(rng.integers(8)))
             c = layers[rng.integers(len(layers))]
             r, col = (int(rng.integers(s - 20)) for s in c.shape)
-            logs.append(stats.p_values(c, placement.oriented(code, int(rng.integers(4))),
-                                       r, col).log10_p)
+            k = int(rng.integers(4))
+            var = placement.oriented(qr.variable_modules(1, code.mask), k)
+            logs.append(stats.p_values(c, placement.oriented(code.modules, k), r, col,
+                                       var).log10_p)
         logs = np.array(logs)
         for alpha in (0.01, 0.05, 0.2):
             assert np.mean(logs <= math.log10(alpha)) <= alpha + 0.05
         assert logs.min() > -6  # nothing near the 1e-9 threshold by chance
+
+
+def test_variable_modules_are_the_tag_dependent_data():
+    var = qr.variable_modules(1, 3)
+    assert not (var & qr.function_template(1)).any()
+    assert 150 < int(var.sum()) < int((~qr.function_template(1)).sum())
 
 
 # --- embedding ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
 from ticketmark.ownership.claims import save_claim
 from ticketmark.ownership.keys import load_private_key
 from ticketmark.ownership.signature import EmbedOptions, embed_signature
+from ticketmark.ownership.signature.hidden import save_reveal
 
 
 def default_out(ticket: Path) -> Path:
@@ -24,6 +25,11 @@ def default_out(ticket: Path) -> Path:
 def claim_path_for(out: Path) -> Path:
     p = resolve_ticket_path(out)
     return p.with_name(p.stem + ".signature.claim.json")
+
+
+def reveal_path_for(out: Path) -> Path:
+    p = resolve_ticket_path(out)
+    return p.with_name(p.stem + ".signature.reveal.json")
 
 
 @app.command()
@@ -37,6 +43,11 @@ def embed(
                                                         "TICKET_signed.safetensors)"),
     claim: Path | None = typer.Option(None, "--claim", help="claim file (default: "
                                                             "OUT.signature.claim.json)"),
+    reveal_out: Path | None = typer.Option(
+        None, "--reveal-out", help="secret file that opens the hidden bits at a dispute "
+                                   "(default: OUT.signature.reveal.json; keep it private)"),
+    hidden_bits: int = typer.Option(1024, help="key-derived bits hidden over the whole ticket "
+                                               "besides the QR (0: QR only)"),
     passphrase_env: str | None = typer.Option(
         None, help="name of an environment variable holding the key's passphrase"),
     min_entries: int = typer.Option(4, help="unpruned weights per dark module's kernel"),
@@ -54,17 +65,22 @@ def embed(
     if out_path.resolve() == source.resolve():
         raise TicketmarkError("--out must differ from --ticket (the original stays untouched)")
     claim_out = claim or claim_path_for(out_path)
+    reveal_file = reveal_out or reveal_path_for(out_path)
+    if not 0 <= hidden_bits <= 65536:
+        raise TicketmarkError(f"--hidden-bits must be in 0..65536, got {hidden_bits}")
     if epochs is not None and epochs < 1:
         raise TicketmarkError(f"--epochs must be at least 1, got {epochs}")
     passphrase = os.environ.get(passphrase_env) if passphrase_env else None
     private = load_private_key(key, passphrase)  # fails before any training
     original = load_ticket(ticket)
     opts = EmbedOptions(layer=layer, min_entries=min_entries, epochs=epochs,
-                        floor_quantile=floor_quantile,
+                        floor_quantile=floor_quantile, hidden_bits=hidden_bits,
                         data_dir=str(data_dir) if data_dir else None, progress=not quiet)
     result = embed_signature(original, private, message, opts)
     save_ticket(out_path, result.ticket)
     save_claim(claim_out, result.claim)
+    if result.reveal is not None:
+        save_reveal(reveal_file, result.reveal)
     s = result.summary
     print(  # the command's result goes to stdout; progress and notes go to stderr
         f"signature {s['tag']} (QR version {s['qr_version']}, mask {s['qr_mask']}) in "
@@ -72,7 +88,11 @@ def embed(
         f"{s['modules_changed']}/{s['modules']} modules changed\n"
         f"test accuracy {s['acc_before']:.2f}% -> {s['acc_after']:.2f}% "
         f"({s['acc_change']:+.2f} points after {s['retrain_epochs']} epochs)\n"
-        f"ticket: {out_path}\nclaim:  {claim_out}")
+        f"hidden bits: {s['hidden_bits']} over {s['hidden_layers']} layers "
+        f"({s['kernels_changed']} kernels changed in all)\n"
+        f"ticket: {out_path}\nclaim:  {claim_out}"
+        + (f"\nreveal: {reveal_file} (secret: opens the hidden bits at a dispute)"
+           if result.reveal is not None else ""))
     for e in s["existing_codes"]:  # someone signed this ticket before
         print(f"note: a QR code was already drawn in {e['layer']} at ({e['row']}, {e['col']}); "
               "that layer was left alone", file=sys.stderr)

@@ -40,7 +40,8 @@ def verify(
     claim: Path = typer.Option(..., "--claim", help="the owner's signed claim (JSON)"),
     reference: Path | None = typer.Option(None, help="owner's reference ticket (re-aligns "
                                                      "permuted channels)"),
-    reveal: Path | None = typer.Option(None, help="revealed trigger seed file"),
+    reveal: Path | None = typer.Option(None, help="the owner's reveal: trigger seed file, or "
+                                                   "signature reveal (opens hidden bits)"),
     search: bool = typer.Option(False, "--search", help="signature: search all positions"),
     threshold: float | None = typer.Option(None, help="p-value below which the claim holds"),
     full_evidence: bool = typer.Option(False, "--full-evidence",

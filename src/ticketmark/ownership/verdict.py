@@ -21,7 +21,7 @@ class VerifyOptions:
     """Options of ``ticketmark verify``; each scheme reads the ones it needs."""
 
     reference: Path | None = None  # owner's reference ticket (signature: re-align channels)
-    reveal: Path | None = None  # revealed trigger seed file (trigger)
+    reveal: Path | None = None  # the owner's reveal (trigger seed; signature hidden bits)
     search: bool = False  # signature: search every layer/offset/orientation
     threshold: float | None = None  # p-value threshold (scheme default when None)
     full_evidence: bool = False  # signature: run the search null even when the tag decodes

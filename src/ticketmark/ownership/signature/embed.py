@@ -31,9 +31,11 @@ from ticketmark.data import DataSplits, load_dataset
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import Ticket
 from ticketmark.io.ticket import state_of
+from ticketmark.ownership import keyed
 from ticketmark.ownership.claims import Claim, make_claim
 from ticketmark.ownership.keys import public_key_b64
-from ticketmark.ownership.signature import existing, placement, qr
+from ticketmark.ownership.signature import existing, hidden, placement, qr
+from ticketmark.ownership.signature.floor import FLOOR_KEY, keep_floor, strengthen
 from ticketmark.sparsity import Mask
 from ticketmark.training import TrainConfig, evaluate, train
 
@@ -47,6 +49,8 @@ class EmbedOptions:
     # Dark kernels' entries are held at least at this quantile of the layer's unpruned
     # |w| during retraining (0 disables), so pruning and rounding attacks hit them last.
     floor_quantile: float = 0.5
+    # Key-derived bits spread over every eligible layer (0: QR only); see ``hidden``.
+    hidden_bits: int = hidden.DEFAULT_BITS
     epochs: int | None = None  # None: the ticket's own recipe
     data_dir: str | None = None
     progress: bool = True
@@ -66,6 +70,7 @@ class EmbedResult:
     ticket: Ticket
     claim: Claim
     summary: dict[str, Any]
+    reveal: bytes | None = None  # opens the hidden bits (keep it secret until a dispute)
 
 
 def layer_connectivity(mask: Mask) -> dict[str, torch.Tensor]:
@@ -139,35 +144,52 @@ def draw(mask: torch.Tensor, rewind: torch.Tensor, trained: torch.Tensor, drawn:
     Keeps the layer's exact count of unpruned entries and leaves C outside the block as it
     was. Everything is a tensor operation over the whole layer.
     """
+    o, i = mask.shape[:2]
+    n = drawn.shape[0]
+    target = torch.full((o, i), -1, dtype=torch.int8)
+    target[row:row + n, col:col + n] = torch.from_numpy(np.ascontiguousarray(drawn)).to(
+        torch.int8)
+    return draw_modules(mask, rewind, trained, target, min_entries)
+
+
+@torch.no_grad()
+def draw_modules(mask: torch.Tensor, rewind: torch.Tensor, trained: torch.Tensor,
+                 target: torch.Tensor, min_entries: int,
+                 frozen: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, int]]:
+    """A new layer mask whose connectivity matches ``target`` wherever it is not -1.
+
+    ``target`` (O, I) int8: 1 = dark module (at least ``min_entries`` unpruned entries, the
+    largest rewind weights switched on), 0 = light (kernel pruned), -1 = free. Entries freed
+    or consumed are balanced in free kernels (not ``frozen`` either) without changing their
+    connectivity, so the layer keeps its exact count and C changes only where targeted.
+    """
     m = mask.clone().bool()
     o, i, kh, kw = m.shape
     ks = kh * kw
-    n = drawn.shape[0]
     need_per = min(min_entries, ks)
-    d = torch.from_numpy(np.ascontiguousarray(drawn)).bool()
-    count_before = int(m.sum())
     flat = m.view(o, i, ks)
     rew = rewind.detach().abs().reshape(o, i, ks).to(torch.float64)
     trn = trained.detach().abs().reshape(o, i, ks).to(torch.float64)
-
-    blk = flat[row:row + n, col:col + n]  # view into m
-    removed = int(blk[~d].sum())
-    blk[~d] = False
+    count_before = int(m.sum())
+    dark = target == 1
+    light = target == 0
+    removed = int(flat[light].sum())
+    flat[light] = False
     # Dark kernels: switch on the largest rewind weights among their pruned entries.
-    have = blk.sum(dim=2)
-    need = (need_per - have).clamp(min=0) * d
-    score = torch.where(blk, torch.full_like(rew[row:row + n, col:col + n], -1.0),
-                        rew[row:row + n, col:col + n])
+    have = flat.sum(dim=2)
+    need = (need_per - have).clamp(min=0) * dark
+    score = torch.where(flat, torch.full_like(rew, -1.0), rew)
     rank = torch.argsort(torch.argsort(score, dim=2, descending=True), dim=2)
-    blk |= rank < need.unsqueeze(2)
+    flat |= rank < need.unsqueeze(2)
     added = int(need.sum())
 
-    inside = torch.zeros(o, i, dtype=torch.bool)
-    inside[row:row + n, col:col + n] = True
+    inside = target >= 0
+    if frozen is not None:
+        inside = inside | frozen
     conn = flat.any(dim=2)
     delta = removed - added
     moved_in = moved_out = 0
-    if delta > 0:  # give freed entries to connected kernels outside the block
+    if delta > 0:  # give freed entries to connected kernels outside the targets
         cand = (~flat) & (conn & ~inside).unsqueeze(2)
         if int(cand.sum()) < delta:
             raise TicketmarkError("not enough room outside the code to keep the weight count")
@@ -175,7 +197,7 @@ def draw(mask: torch.Tensor, rewind: torch.Tensor, trained: torch.Tensor, drawn:
         idx = torch.topk(score, delta).indices
         flat.view(-1)[idx] = True
         moved_in = delta
-    elif delta < 0:  # take entries from outside kernels, each keeping its strongest entry
+    elif delta < 0:  # take entries from free kernels, each keeping its strongest entry
         strongest = torch.argmax(torch.where(flat, trn, torch.full_like(trn, -1.0)), dim=2)
         keep = torch.zeros_like(flat)
         keep.scatter_(2, strongest.unsqueeze(2), True)
@@ -190,27 +212,6 @@ def draw(mask: torch.Tensor, rewind: torch.Tensor, trained: torch.Tensor, drawn:
     assert int(m.sum()) == count_before, "weight count changed"
     return m, {"entries_pruned_in_block": removed, "entries_added_in_block": added,
                "entries_added_outside": moved_in, "entries_removed_outside": moved_out}
-
-
-@torch.no_grad()
-def strengthen(model: torch.nn.Module, name: str, dark: torch.Tensor, quantile: float) -> int:
-    """Raise every unpruned entry of the dark kernels to the layer's ``quantile`` of |w|.
-
-    ``dark`` is the (O, I) bool map of dark modules. Signs are kept. Applied at the rewind
-    point and after every retraining epoch, so training adapts to the raised weights and
-    the code's connections end up among the layer's stronger ones. Returns how many
-    entries were raised.
-    """
-    if quantile <= 0:
-        return 0
-    w = dict(model.named_parameters())[name]
-    alive = w != 0
-    if int(alive.sum()) < 2:
-        return 0
-    floor = torch.quantile(w[alive].abs().float(), quantile).to(w.dtype)
-    sel = dark.to(w.device)[:, :, None, None] & alive & (w.abs() < floor)
-    w[sel] = torch.where(w[sel] >= 0, floor, -floor)
-    return int(sel.sum())
 
 
 def claim_params(plan_: Plan, mask: Mask, tag: str, source_fp: str,
@@ -252,9 +253,39 @@ def embed_signature(ticket: Ticket, key: Ed25519PrivateKey, message: str,
     p = plan(ticket.mask, qr.all_masks(tag), options.layer, options.min_entries)
     name = p.position.layer
     drawn = placement.oriented(p.code.modules, p.position.orientation)
-    new_layer, moves = draw(ticket.mask[name], ticket.rewind[name], ticket.state[name], drawn,
-                            p.position.row, p.position.col, options.min_entries)
-    new_mask = Mask({k: (new_layer if k == name else v) for k, v in ticket.mask.items()})
+    o, i = ticket.mask[name].shape[:2]
+    goals = {name: torch.full((o, i), -1, dtype=torch.int8)}
+    goals[name][p.position.row:p.position.row + p.code.size,
+                p.position.col:p.position.col + p.code.size] = torch.from_numpy(
+                    drawn.astype(np.int8))
+
+    # The hidden bits: positions and values from a seed only the key can reveal.
+    nonce = hidden.new_nonce()
+    reveal = keyed.reveal(key, hidden.CONTEXT, nonce)
+    seed = keyed.seed_of(reveal)
+    layout: hidden.Layout | None = None
+    if options.hidden_bits > 0:
+        taken = {str(e["layer"]) for e in p.existing}  # another owner's code: left alone
+        layers = tuple(x for x in hidden.eligible_layers(ticket.mask, options.min_entries)
+                       if x[0] not in taken)
+        if not layers:
+            raise TicketmarkError("no conv layer can hold the hidden signature's bits")
+        layout = hidden.Layout(layers, options.hidden_bits,
+                               (name, p.position.row, p.position.col, p.code.size))
+        for lname, t in hidden.targets(hidden.draw_bits(seed, layout), layout).items():
+            goals[lname] = torch.where(goals[lname] >= 0, goals[lname], t) \
+                if lname in goals else t
+
+    layers_new: dict[str, torch.Tensor] = {}
+    moves: dict[str, int] = {}
+    for lname, goal in goals.items():
+        layers_new[lname], mv = draw_modules(ticket.mask[lname], ticket.rewind[lname],
+                                             ticket.state[lname], goal, options.min_entries)
+        for k, v in mv.items():
+            moves[k] = moves.get(k, 0) + v
+    changed = {lname: int(((ticket.mask[lname].flatten(2).any(2)) != m.flatten(2).any(2))
+                          .sum()) for lname, m in layers_new.items()}
+    new_mask = Mask({k: layers_new.get(k, v) for k, v in ticket.mask.items()})
 
     cfg = TrainConfig.from_dict(ticket.meta["train"])
     if options.epochs is not None:
@@ -265,14 +296,16 @@ def embed_signature(ticket: Ticket, key: Ed25519PrivateKey, message: str,
     acc_before, _ = evaluate(ticket.build(), data.test)
     model = Ticket(ticket.model_name, ticket.dataset, ticket.in_channels, ticket.num_classes,
                    ticket.image_size, ticket.state, new_mask, ticket.rewind).build("rewind")
-    dark = torch.zeros(new_layer.shape[:2], dtype=torch.bool)
-    dark[p.position.row:p.position.row + p.code.size,
-         p.position.col:p.position.col + p.code.size] = torch.from_numpy(drawn.copy())
-    raised = strengthen(model, name, dark, options.floor_quantile)
+    earlier = keep_floor(ticket, model)  # a code signed before keeps its floor too
+    dark = {lname: goal == 1 for lname, goal in goals.items()}
+    raised = sum(strengthen(model, lname, d, options.floor_quantile) for lname, d in dark.items())
 
     def hold(epoch: int, m: torch.nn.Module, row: dict[str, Any]) -> bool:
         nonlocal raised
-        raised += strengthen(m, name, dark, options.floor_quantile)
+        if earlier is not None:
+            earlier(epoch, m, row)
+        raised += sum(strengthen(m, lname, d, options.floor_quantile)
+                      for lname, d in dark.items())
         return False
 
     result = train(model, data, cfg, new_mask, progress=options.progress,
@@ -280,11 +313,17 @@ def embed_signature(ticket: Ticket, key: Ed25519PrivateKey, message: str,
     acc_after, _ = evaluate(model, data.test)
 
     params = claim_params(p, new_mask, tag, source_fp, options.min_entries)
+    if layout is not None:
+        params["hidden"] = {"nonce": nonce, "commitment": keyed.commitment(seed),
+                            "layout": layout.to_json()}
     summary = {
         "tag": tag, "layer": name, "row": p.position.row, "col": p.position.col,
         "orientation": p.position.orientation, "qr_version": p.code.version,
         "qr_mask": p.code.mask, "modules": p.code.size ** 2,
         "modules_changed": p.code.size ** 2 - p.agreement, **moves,
+        "hidden_bits": options.hidden_bits if layout is not None else 0,
+        "hidden_layers": len(layout.layers) if layout is not None else 0,
+        "kernels_changed": sum(changed.values()),
         "acc_before": acc_before, "acc_after": acc_after,
         "acc_change": acc_after - acc_before, "retrain_epochs": cfg.epochs,
         "floor_quantile": options.floor_quantile, "entries_raised": raised,
@@ -292,10 +331,11 @@ def embed_signature(ticket: Ticket, key: Ed25519PrivateKey, message: str,
     }
     history = list(ticket.meta.get("history", []))
     history.append({"kind": SCHEME, "params": {k: v for k, v in params.items()
-                                               if k != "densities"},
+                                               if k not in ("densities", "hidden")},
                     "acc_before": acc_before, "acc_after": acc_after})
-    meta = {**ticket.meta, "metrics": result.metrics, "history": history}
+    meta = {**ticket.meta, "metrics": result.metrics, "history": history,
+            FLOOR_KEY: {"quantile": options.floor_quantile, "min_entries": options.min_entries}}
     new = Ticket(ticket.model_name, ticket.dataset, ticket.in_channels, ticket.num_classes,
                  ticket.image_size, state_of(model), new_mask, ticket.rewind, meta)
     claim = make_claim(key, SCHEME, new.fingerprint(), params, message)
-    return EmbedResult(new, claim, summary)
+    return EmbedResult(new, claim, summary, reveal if layout is not None else None)

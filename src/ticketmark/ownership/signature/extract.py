@@ -5,6 +5,17 @@ L1 norms, keeping the strongest ``density`` fraction of kernels (the density the
 recorded when signing). Thresholding at a known density rather than at "non-zero" means
 tiny noise written into pruned positions cannot turn every kernel on.
 
+Raw norms are not enough against a thief who knows the network's symmetries. Scaling an
+output channel by s and dividing the BatchNorm (or the next layer's column) by s leaves
+the function unchanged but multiplies a whole row of norms by s; with a tiny entry put into
+every empty kernel of that row first, a global threshold then turns the whole row on.
+``canonical_norms`` removes every such scaling: it divides each row and each column by its
+*size-weighted mean* (sum n^2 / sum n, dominated by the strong kernels, so tiny fills
+barely move it) and alternates until the scales stop changing. The fixed point is the same
+for ``N`` and for ``D1 N D2`` with any positive diagonal D1, D2, which covers BatchNorm
+folding, the next layer's compensation and any per-channel affine, without knowing which
+layer feeds which.
+
 Permuting channels preserves the function but scrambles C's rows and columns. Given the
 owner's reference ticket, the suspect's channels are matched back with the Hungarian
 algorithm on features that do not depend on the order of the other axis (the sorted kernel
@@ -22,12 +33,46 @@ from scipy.spatial.distance import cdist
 from ticketmark.errors import TicketmarkError
 
 
-def kernel_norms(weight: torch.Tensor) -> torch.Tensor:
+def raw_kernel_norms(weight: torch.Tensor) -> torch.Tensor:
     """(O, I) L1 norm of each kernel of a conv weight (O, I, kh, kw)."""
     if weight.dim() != 4:
         raise TicketmarkError(f"expected a conv weight (O, I, kh, kw), got shape "
                               f"{tuple(weight.shape)}")
-    return weight.detach().abs().to(torch.float64).sum(dim=(2, 3))
+    norms = weight.detach().abs().to(torch.float64).sum(dim=(2, 3))
+    # NaN/inf written by a thief must not poison the selection: they carry no evidence.
+    return torch.nan_to_num(norms, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _divide_by_size(norms: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    s1 = norms.sum(dim, keepdim=True)
+    s2 = (norms * norms).sum(dim, keepdim=True)
+    scale = torch.where(s1 > 0, s2 / s1.clamp_min(1e-300), torch.ones_like(s1))
+    return norms / scale, scale
+
+
+def canonical_norms(norms: torch.Tensor, max_rounds: int = 200, tol: float = 1e-10
+                    ) -> torch.Tensor:
+    """Kernel norms with every row and column scaling removed (see the module docstring).
+
+    Starts by dividing rows and columns by their maxima (so scales of 1e-6..1e6 do not cost
+    hundreds of rounds), then alternates size-weighted-mean normalisation of rows and
+    columns until no scale moves by more than ``tol`` (relative).
+    """
+    n = norms.to(torch.float64)
+    for dim in (1, 0):
+        top = n.amax(dim, keepdim=True)
+        n = n / torch.where(top > 0, top, torch.ones_like(top))
+    for _ in range(max_rounds):
+        n, rs = _divide_by_size(n, 1)
+        n, cs = _divide_by_size(n, 0)
+        if float((rs - 1).abs().max()) < tol and float((cs - 1).abs().max()) < tol:
+            break
+    return n / max(float(n.max()), 1e-300)
+
+
+def kernel_norms(weight: torch.Tensor) -> torch.Tensor:
+    """(O, I) canonical kernel norms: invariant to per-channel rescaling of rows/columns."""
+    return canonical_norms(raw_kernel_norms(weight))
 
 
 def connectivity_from_norms(norms: torch.Tensor, density: float) -> torch.Tensor:

@@ -5,15 +5,20 @@ Evidence, all reported:
 * the claim: its Ed25519 signature, and that its tag really is the hash of its own public
   key, message and fingerprint (so nobody can copy an owner's tag into a claim signed with
   another key);
-* the bit agreement between the block recovered from the suspect (kernel L1 norms,
-  thresholded at the density the owner recorded) and the expected code, with its chance
+* the bit agreement between the block recovered from the suspect (canonical kernel norms,
+  invariant to per-channel rescaling, thresholded at the density the owner recorded) and
+  the expected code, with its chance
   p-value (``stats``; with ``--search`` multiplied by the number of positions tried);
 * a decode of the block by zxing-cpp: raw, else with function patterns restored;
 * when the tag does not decode (or with ``full_evidence``), the search-calibrated null:
   what searching this suspect reaches for codes nobody embedded (``search_null``); the
-  p-value is the larger of that and the exact one at the position.
+  p-value is the larger of that and the exact one at the position;
+* with the owner's reveal (``--reveal``), the hidden bits spread over the whole ticket
+  (``hidden``): their agreement and its exact Binomial(K, 1/2) p-value.
 
-Verdict: OWNED iff the claim is valid and (the decoded tag matches or p < threshold).
+Verdict: OWNED iff the claim is valid and (the decoded tag matches, or p < threshold, or
+the hidden bits' p < ``hidden.THRESHOLD``). Each part has its own threshold, so the chance
+of a false OWNED is at most the sum of the two.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import load_ticket
 from ticketmark.ownership.claims import Claim
-from ticketmark.ownership.signature import extract, placement, qr, stats
+from ticketmark.ownership.signature import extract, hidden, placement, qr, stats
 from ticketmark.ownership.signature.search_null import data_agreement, search_null
 from ticketmark.ownership.verdict import NOT_OWNED, OWNED, UNVERIFIABLE, Verdict, VerifyOptions
 
@@ -47,6 +52,7 @@ DETAIL_KEYS = frozenset({
     "n_dark", "n_light", "agree_dark", "agree_light", "p_binomial", "log10_p_binomial",
     "p_rowcol", "log10_p_rowcol", "log10_p", "log10_p_uncorrected", "decoded_tag_matches",
     "layer_connectivity_density", "decoded_text", "flip_rate", "log10_p_position",
+    "hidden_log10_p", "hidden_agreement",
 })
 
 
@@ -115,7 +121,9 @@ def read_at(conn: torch.Tensor, position: placement.Position, code: qr.Code) -> 
     c = conn.numpy()
     extracted = placement.block(c, position, code.size)
     drawn = placement.oriented(code.modules, position.orientation)
-    pv = stats.p_values(c, drawn, position.row, position.col)
+    variable = placement.oriented(qr.variable_modules(code.version, code.mask, len(code.text)),
+                                  position.orientation)
+    pv = stats.p_values(c, drawn, position.row, position.col, variable)
     text, how = qr.decode(extracted, code.modules)
     return Reading(position, c, extracted, stats.agreement(extracted, code.modules), pv,
                    text, how)
@@ -175,6 +183,48 @@ def search(weights: dict[str, torch.Tensor], code: qr.Code, densities: dict[str,
     return best, {"positions_tested": tested, "layers_searched": len(names), "per_layer": table}
 
 
+@dataclass
+class HiddenPart:
+    """The hidden bits' share of the verdict (see ``hidden``)."""
+
+    owned: bool
+    summary: str
+    evidence: dict[str, Any]
+    log10_p: float = 0.0
+
+
+def read_hidden(claim: Claim, params: dict[str, Any], weights: dict[str, torch.Tensor],
+                densities: dict[str, float], reference: dict[str, torch.Tensor] | None,
+                options: VerifyOptions, claim_ok: bool) -> HiddenPart:
+    """Open the claim's hidden bits with ``--reveal`` and read them out of the suspect."""
+    if "hidden" not in params:
+        return HiddenPart(False, "the claim has no hidden bits", {"hidden": "none in claim"})
+    if options.reveal is None:
+        return HiddenPart(False, "hidden bits not checked (give the owner's --reveal)",
+                          {"hidden": "not revealed"})
+    if not claim_ok:
+        return HiddenPart(False, "hidden bits not read (invalid claim)",
+                          {"hidden": "claim invalid"})
+    try:
+        layout, bits = hidden.open_claim(params, claim.public_key,
+                                         hidden.load_reveal(options.reveal))
+    except TicketmarkError as exc:
+        # A reveal that does not open this claim is evidence against it, not bad input:
+        # it is what a claim re-signed with a copied commitment gets.
+        return HiddenPart(False, f"hidden bits not opened: {exc}", {"hidden": str(exc)})
+    conns = {}
+    for name, o, i in layout.layers:
+        w = weights.get(name)
+        if w is not None and tuple(w.shape[:2]) == (o, i):
+            conns[name] = layer_conn(name, w, densities.get(name), reference)[0]
+    reading = hidden.read_bits(conns, bits, layout)
+    ok = reading.read > 0 and reading.log10_p < math.log10(hidden.THRESHOLD)
+    summary = (f"hidden bits: {reading.agree}/{reading.read} agree "
+               f"(p = {_fmt(reading.log10_p)}, {'<' if ok else 'not below'} "
+               f"{hidden.THRESHOLD:g})")
+    return HiddenPart(ok, summary, reading.to_json(), reading.log10_p)
+
+
 def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
     """Python entry point of ``ticketmark verify`` for signature claims."""
     params = claim_params(claim)
@@ -220,6 +270,9 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
     log10_p_position = log10_p
     evidence["log10_p_position"] = log10_p_position
     agree = f"{reading.bits.agree}/{reading.bits.total} modules agree"
+    hidden_part = read_hidden(claim, params, weights, densities, reference, options,
+                              bad_claim is None)
+    evidence |= hidden_part.evidence
     if bad_claim is not None:
         evidence["search_null"] = {"skipped": "the claim itself is invalid"}
         status, reason = NOT_OWNED, bad_claim
@@ -231,6 +284,10 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
         status = OWNED
         reason = (f"valid claim; tag decoded ({reading.how}); {agree} "
                   f"(p = {_fmt(log10_p)} at that position)")
+    elif hidden_part.owned and not options.full_evidence:
+        evidence["search_null"] = {"skipped": "the hidden bits decided"}
+        status = OWNED
+        reason = f"valid claim; {hidden_part.summary}; QR block: {agree}, tag not decoded"
     else:
         # The position may have been chosen after seeing the model: the agreement must also
         # beat what searching this suspect reaches for codes nobody embedded (search_null).
@@ -249,10 +306,14 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
                       f"valid claim; p = {_fmt(log10_p)} is above {threshold:g}")
             if tag_decoded:
                 reason += f"; tag decoded ({reading.how})"
+        elif hidden_part.owned:
+            status = OWNED
+            reason = (f"valid claim; {hidden_part.summary}; QR block: {agree}, "
+                      f"p = {_fmt(log10_p)} ({searched})")
         else:
             status = NOT_OWNED
             reason = (f"{agree}, p = {_fmt(log10_p)} is not below {threshold:g} ({searched}), "
-                      "and the tag was not decoded")
+                      f"and the tag was not decoded; {hidden_part.summary}")
     # p_value is the verdict's; the chance at the position alone stays as p_position.
     evidence["p_position"] = 10.0 ** log10_p_position
     evidence["log10_p"] = log10_p
@@ -265,7 +326,11 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
         save_signature_figure(path, reading.conn, reading.position, code.size,
                               reading.extracted, code.modules, reading.how)
         pictures.append(str(path))
-    return Verdict(SCHEME, status, reason, evidence, 10.0 ** log10_p, pictures)
+    verdict_p = 10.0 ** log10_p
+    if status == OWNED and hidden_part.owned and not tag_decoded \
+            and log10_p >= math.log10(threshold):
+        verdict_p = 10.0 ** hidden_part.log10_p
+    return Verdict(SCHEME, status, reason, evidence, verdict_p, pictures)
 
 
 def _fmt(log10_p: float) -> str:

@@ -19,6 +19,7 @@ import torch
 from ticketmark.data import DataSplits, Split, load_dataset
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import Ticket
+from ticketmark.ownership.signature.floor import keep_floor
 from ticketmark.ownership.trigger.commitment import commitment, secret_hash
 from ticketmark.ownership.trigger.folder import folder_hash, load_folder
 from ticketmark.ownership.trigger.generate import (
@@ -139,8 +140,9 @@ def embed(ticket: Ticket, cfg: EmbedConfig, *, seed: bytes | None = None,
     recipe.with_model_defaults(ticket.model_name)
     mixed, repeat = mixed_splits(data, trig, cfg.ratio)
     model = ticket.build("rewind")
+    # A signed ticket keeps its signature's weight floor through this retraining.
     result = train(model, mixed, recipe, ticket.mask, desc="embed trigger set",
-                   progress=progress)
+                   progress=progress, callback=keep_floor(ticket, model))
     test_acc, _ = evaluate(model, data.test)
     trig_acc = trigger_accuracy(model, trig)
 
