@@ -219,3 +219,16 @@ def test_resigned_claim_with_the_owners_commitment_is_not_owned(signed, tmp_path
                      VerifyOptions(reveal=signed["reveal"]))
     assert v.status == NOT_OWNED
     assert "another key" in v.evidence["hidden"]
+
+
+def test_permuted_and_rescaled_copy_verifies_without_a_reference(signed):
+    """The claim records the release's canonical channel order; a permuted (and rescaled)
+    copy is read in its own canonical order, QR and hidden bits alike."""
+    model = informed.rescale(attacks.permute(signed["ticket"].build(), seed=5), 1e-2, 1e4,
+                             seed=6)
+    path = _stolen(signed, model, "permuted")
+    qr_only = _verify(signed, path)
+    assert qr_only.status == OWNED, qr_only.reason
+    assert qr_only.evidence["alignment"] == {"canonical_channel_order": True}
+    v = _verify(signed, path, reveal=signed["reveal"])
+    assert v.evidence["hidden_bits_agree"] / v.evidence["hidden_bits_read"] > 0.95

@@ -93,9 +93,12 @@ def rescale(model: nn.Module, low: float = 1e-3, high: float = 1e6, *, fill_rati
         conv.weight.mul_(s.view(-1, 1, 1, 1))
         if conv.bias is not None:
             conv.bias.mul_(s)
+        # (s x - s mu) / sqrt(s^2 var + eps) * g' must equal (x - mu) / sqrt(var + eps) * g:
+        # scale the statistics and correct the affine weight (no cancellation in float32).
+        old = (bn.running_var + bn.eps).sqrt()
         bn.running_mean.mul_(s)
-        # sqrt(var' + eps) must equal s * sqrt(var + eps) for the output to stay the same.
-        bn.running_var.copy_(s * s * (bn.running_var + bn.eps) - bn.eps)
+        bn.running_var.mul_(s * s)
+        bn.weight.mul_((bn.running_var + bn.eps).sqrt() / (s * old))
     for bn_name, conv_name in bn_conv:
         bn, conv = mods[bn_name], mods[conv_name]
         t = _log_uniform(bn.num_features, low, high, gen).to(conv.weight.dtype)

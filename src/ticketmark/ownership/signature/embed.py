@@ -34,7 +34,7 @@ from ticketmark.io.ticket import state_of
 from ticketmark.ownership import keyed
 from ticketmark.ownership.claims import Claim, make_claim
 from ticketmark.ownership.keys import public_key_b64
-from ticketmark.ownership.signature import existing, hidden, placement, qr
+from ticketmark.ownership.signature import canonical, existing, hidden, placement, qr
 from ticketmark.ownership.signature.floor import FLOOR_KEY, keep_floor, strengthen
 from ticketmark.sparsity import Mask
 from ticketmark.training import TrainConfig, evaluate, train
@@ -316,6 +316,10 @@ def embed_signature(ticket: Ticket, key: Ed25519PrivateKey, message: str,
     if layout is not None:
         params["hidden"] = {"nonce": nonce, "commitment": keyed.commitment(seed),
                             "layout": layout.to_json()}
+    shape = (ticket.in_channels, ticket.image_size, ticket.image_size)
+    params["canonical"] = {"model": ticket.model_name, "num_classes": ticket.num_classes,
+                           "input_shape": list(shape),
+                           "orders": canonical.channel_orders(model.cpu(), shape)}
     summary = {
         "tag": tag, "layer": name, "row": p.position.row, "col": p.position.col,
         "orientation": p.position.orientation, "qr_version": p.code.version,
@@ -331,7 +335,8 @@ def embed_signature(ticket: Ticket, key: Ed25519PrivateKey, message: str,
     }
     history = list(ticket.meta.get("history", []))
     history.append({"kind": SCHEME, "params": {k: v for k, v in params.items()
-                                               if k not in ("densities", "hidden")},
+                                               if k not in ("densities", "hidden",
+                                                            "canonical")},
                     "acc_before": acc_before, "acc_after": acc_after})
     meta = {**ticket.meta, "metrics": result.metrics, "history": history,
             FLOOR_KEY: {"quantile": options.floor_quantile, "min_entries": options.min_entries}}

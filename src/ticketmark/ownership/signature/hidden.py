@@ -172,13 +172,19 @@ class Reading:
     read: int  # positions that could be read (their layer exists with the right shape)
     agree: int
     per_layer: dict[str, tuple[int, int]]  # name -> (agree, read)
+    penalty: float = 0.0  # log10 of how many readings the best was chosen from
 
     @property
     def log10_p(self) -> float:
-        """log10 P(Binomial(read, 1/2) >= agree): exact under the null (module docstring)."""
+        """log10 P(Binomial(read, 1/2) >= agree): exact under the null (module docstring),
+        times the number of readings tried."""
         if self.read == 0:
             return 0.0
-        return float(min(0.0, binom.logsf(self.agree - 1, self.read, 0.5) / LN10))
+        return float(min(0.0, binom.logsf(self.agree - 1, self.read, 0.5) / LN10
+                         + self.penalty))
+
+    def with_penalty(self, log10_factor: float) -> Reading:
+        return Reading(self.read, self.agree, self.per_layer, log10_factor)
 
     def to_json(self) -> dict[str, Any]:
         return {"hidden_bits_read": self.read, "hidden_bits_agree": self.agree,

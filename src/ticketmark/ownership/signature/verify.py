@@ -34,8 +34,10 @@ import torch
 
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import load_ticket
+from ticketmark.io.ticket import load_state
+from ticketmark.models import build_model
 from ticketmark.ownership.claims import Claim
-from ticketmark.ownership.signature import extract, hidden, placement, qr, stats
+from ticketmark.ownership.signature import canonical, extract, hidden, placement, qr, stats
 from ticketmark.ownership.signature.search_null import data_agreement, search_null
 from ticketmark.ownership.verdict import NOT_OWNED, OWNED, UNVERIFIABLE, Verdict, VerifyOptions
 
@@ -110,6 +112,7 @@ class Reading:
     pvals: stats.PValues
     decoded: str | None
     how: str
+    penalty: float = 0.0  # log10 of the number of readings the best was chosen from
 
     def evidence(self, tag: str) -> dict[str, Any]:
         return {**self.position.to_json(), **self.bits.to_json(), **self.pvals.to_json(),
@@ -183,6 +186,50 @@ def search(weights: dict[str, torch.Tensor], code: qr.Code, densities: dict[str,
     return best, {"positions_tested": tested, "layers_searched": len(names), "per_layer": table}
 
 
+def suspect_orders(state: dict[str, torch.Tensor], params: dict[str, Any]
+                   ) -> dict[str, Any] | None:
+    """The suspect's canonical channel orders (``canonical``), when the claim records the
+    release's; None when the suspect cannot be run as the claimed architecture."""
+    spec = params.get("canonical")
+    if not isinstance(spec, dict):
+        return None
+    try:
+        shape = tuple(int(x) for x in spec["input_shape"])
+        model = build_model(str(spec["model"]), shape[0], int(spec["num_classes"]), shape[1])
+        load_state(model, state)
+        return {"suspect": canonical.channel_orders(model, shape),
+                "axes": canonical.layer_axes(model), "claim": dict(spec["orders"])}
+    except (TicketmarkError, KeyError, TypeError, ValueError, IndexError, RuntimeError):
+        return None
+
+
+class LazyOrders:
+    """The suspect's canonical orders, computed on first use: a probe forward pass costs
+    seconds on large models and is only needed when the direct reading falls short."""
+
+    def __init__(self, state: dict[str, torch.Tensor], params: dict[str, Any]) -> None:
+        self.state, self.params = state, params
+        self._value: dict[str, Any] | None = None
+        self._done = False
+
+    def get(self) -> dict[str, Any] | None:
+        if not self._done:
+            self._value, self._done = suspect_orders(self.state, self.params), True
+        return self._value
+
+
+def reorder(conn: torch.Tensor, name: str, params: dict[str, Any],
+            lazy: LazyOrders | None) -> torch.Tensor | None:
+    """``conn`` in the release's channel order, or None (no orders, or nothing moves)."""
+    orders = lazy.get() if lazy is not None else None
+    if orders is None or name not in orders["axes"]:
+        return None
+    out = canonical.realign(conn, orders["axes"][name], orders["claim"], orders["suspect"])
+    if out is None or torch.equal(out, conn):
+        return None
+    return out
+
+
 @dataclass
 class HiddenPart:
     """The hidden bits' share of the verdict (see ``hidden``)."""
@@ -195,7 +242,8 @@ class HiddenPart:
 
 def read_hidden(claim: Claim, params: dict[str, Any], weights: dict[str, torch.Tensor],
                 densities: dict[str, float], reference: dict[str, torch.Tensor] | None,
-                options: VerifyOptions, claim_ok: bool) -> HiddenPart:
+                options: VerifyOptions, claim_ok: bool,
+                orders: LazyOrders | None = None) -> HiddenPart:
     """Open the claim's hidden bits with ``--reveal`` and read them out of the suspect."""
     if "hidden" not in params:
         return HiddenPart(False, "the claim has no hidden bits", {"hidden": "none in claim"})
@@ -212,13 +260,22 @@ def read_hidden(claim: Claim, params: dict[str, Any], weights: dict[str, torch.T
         # A reveal that does not open this claim is evidence against it, not bad input:
         # it is what a claim re-signed with a copied commitment gets.
         return HiddenPart(False, f"hidden bits not opened: {exc}", {"hidden": str(exc)})
-    conns = {}
+    conns, canon = {}, {}
     for name, o, i in layout.layers:
         w = weights.get(name)
         if w is not None and tuple(w.shape[:2]) == (o, i):
             conns[name] = layer_conn(name, w, densities.get(name), reference)[0]
     reading = hidden.read_bits(conns, bits, layout)
-    ok = reading.read > 0 and reading.log10_p < math.log10(hidden.THRESHOLD)
+    limit = math.log10(hidden.THRESHOLD)
+    if reading.log10_p + math.log10(2) >= limit:
+        for name, conn in conns.items():
+            other = reorder(conn, name, params, orders)
+            if other is not None:
+                canon[name] = other
+    if canon:  # permuted suspects read in their canonical order; the better one, p x 2
+        second = hidden.read_bits(canon, bits, layout)
+        reading = min(reading, second, key=lambda r: r.log10_p).with_penalty(math.log10(2))
+    ok = reading.read > 0 and reading.log10_p < limit
     summary = (f"hidden bits: {reading.agree}/{reading.read} agree "
                f"(p = {_fmt(reading.log10_p)}, {'<' if ok else 'not below'} "
                f"{hidden.THRESHOLD:g})")
@@ -233,10 +290,12 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
         raise TicketmarkError(f"--threshold must be in (0, 1), got {threshold}")
     code = expected_code(params)
     sig_ok, tag_ok, bad_claim = claim_status(claim, params)
-    weights = conv_weights(load_ticket(suspect).state)  # weights only, never mask or meta
+    state = load_ticket(suspect).state  # weights only, never mask or meta
+    weights = conv_weights(state)
     reference = load_reference(options.reference, claim) if options.reference else None
     densities = {str(k): float(v) for k, v in dict(params.get("densities", {})).items()}
     densities[params["layer"]] = float(params["density"])
+    orders = None if reference is not None else LazyOrders(state, params)
 
     evidence: dict[str, Any] = {"mode": "search" if options.search else "claimed position",
                                 "signature_valid": sig_ok, "tag_bound_to_claim": tag_ok,
@@ -261,8 +320,18 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
             return Verdict(SCHEME, UNVERIFIABLE, reason, evidence)
         conn, alignment = layer_conn(name, w, densities[name], reference)
         reading = read_at(conn, pos, code)
+        other = None if reading.decoded == code.text else reorder(conn, name, params, orders)
+        if other is not None:  # a permuted suspect: its canonical order may read better
+            second = read_at(other, pos, code)
+            if (second.decoded == code.text) > (reading.decoded == code.text) or (
+                    (second.decoded == code.text) == (reading.decoded == code.text)
+                    and second.pvals.log10_p < reading.pvals.log10_p):
+                reading = second
+                alignment = {"canonical_channel_order": True}
+            reading = Reading(reading.position, reading.conn, reading.extracted, reading.bits,
+                              reading.pvals, reading.decoded, reading.how, math.log10(2))
         evidence |= reading.evidence(code.text)
-        log10_p = reading.pvals.log10_p
+        log10_p = min(0.0, reading.pvals.log10_p + reading.penalty)
     if alignment:
         evidence["alignment"] = alignment
     tag_decoded = reading.decoded == code.text
@@ -271,7 +340,7 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
     evidence["log10_p_position"] = log10_p_position
     agree = f"{reading.bits.agree}/{reading.bits.total} modules agree"
     hidden_part = read_hidden(claim, params, weights, densities, reference, options,
-                              bad_claim is None)
+                              bad_claim is None, orders)
     evidence |= hidden_part.evidence
     if bad_claim is not None:
         evidence["search_null"] = {"skipped": "the claim itself is invalid"}
