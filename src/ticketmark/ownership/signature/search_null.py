@@ -71,7 +71,10 @@ def data_agreement(block: np.ndarray, code: np.ndarray, version: int) -> int:
 # Floats per FFT work buffer (16 MiB): a batch of kernels fills it at the layer's size. Kept
 # under glibc's largest mmap threshold (32 MiB) and reused across batches, so a ResNet-18
 # null no longer maps and faults in a fresh ~70 MB buffer per 64-kernel batch (that cost
-# more system time than the FFTs' own user time).
+# more system time than the FFTs' own user time). The buffers are per layer on purpose:
+# freeing them at the layer's end lets glibc raise its mmap threshold, so the FFTs'
+# internal temporaries of the same size come from the heap; one workspace held for the
+# whole search kept the threshold low and brought the faults back (39% system time).
 _BUFFER_FLOATS = 1 << 22
 
 
