@@ -13,6 +13,21 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
+@app.callback()
+def _global_options(
+    threads: int | None = typer.Option(
+        None, "--threads", min=0, metavar="N",
+        help="torch CPU threads (default 1, or $TICKETMARK_THREADS; 0: every core). One "
+             "is fastest for ticketmark's small tensors on a shared machine."),
+) -> None:
+    # Runs before any subcommand (and before its --help); torch is imported only by the
+    # command itself, so this costs nothing for --help.
+    from ticketmark.threads import use_threads
+
+    use_threads(threads)
+
+
 # Each module adds its commands to ``app`` on import (order = order in --help).
 from ticketmark.cli import (  # noqa: E402,F401,I001
     find,

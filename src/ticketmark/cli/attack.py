@@ -7,18 +7,17 @@ succeeded) and prints accuracy before/after; ``sweep`` writes a table instead.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.core import TyperGroup
 
-from ticketmark.attacks import ATTACKS, apply_attack
-from ticketmark.attacks.common import check_fraction
 from ticketmark.cli.app import app
-from ticketmark.data import DataSplits, load_dataset
 from ticketmark.errors import TicketmarkError
-from ticketmark.io import Ticket, load_ticket, resolve_ticket_path, save_ticket
-from ticketmark.training.progress import console
+
+if TYPE_CHECKING:  # the attacks, data and tickets load torch: imported when a command runs
+    from ticketmark.data import DataSplits
+    from ticketmark.io import Ticket
 
 
 class _AttackGroup(TyperGroup):
@@ -26,6 +25,8 @@ class _AttackGroup(TyperGroup):
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         if args and not args[0].startswith("-") and self.get_command(ctx, args[0]) is None:
+            from ticketmark.attacks import ATTACKS
+
             raise TicketmarkError(f"unknown attack {args[0]!r}; choose one of: "
                                   f"{', '.join([*ATTACKS, 'sweep'])}")
         return super().resolve_command(ctx, args)
@@ -52,11 +53,17 @@ QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars")
 
 
 def _data(ticket: Ticket, dataset: str | None, data_dir: Path | None) -> DataSplits:
+    from ticketmark.data import load_dataset
+
     return load_dataset(dataset or ticket.dataset, data_dir)
 
 
 def _run(source: Path, out: Path, kind: str, params: dict[str, Any], dataset: str | None,
          data_dir: Path | None, quiet: bool) -> None:
+    from ticketmark.attacks import apply_attack
+    from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
+    from ticketmark.training.progress import console
+
     if resolve_ticket_path(out) == resolve_ticket_path(source):
         raise TicketmarkError("--out is the input ticket; write the stolen ticket elsewhere")
     ticket = load_ticket(source)
@@ -105,6 +112,8 @@ def prune(
     seed: int = SeedOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Prune further (magnitude or random), optionally followed by fine-tuning."""
+    from ticketmark.attacks.common import check_fraction
+
     check_fraction(ratio, "prune ratio")
     _run(source, out, "prune", {"ratio": ratio, "method": method, "seed": seed,
                                 "finetune_epochs": finetune_epochs, "lr": lr,
@@ -199,6 +208,8 @@ def sweep(
 ) -> None:
     """Run a plan of attacks at several strengths; write one accuracy table."""
     from ticketmark.attacks.sweep import load_plan, run_sweep
+    from ticketmark.io import load_ticket
+    from ticketmark.training.progress import console
 
     rows = load_plan(plan)
     ticket = load_ticket(source)

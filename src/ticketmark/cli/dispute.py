@@ -9,7 +9,6 @@ import typer
 from ticketmark.cli.app import app
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import atomic_write_json
-from ticketmark.ownership.dispute import Claimant, decide
 
 
 @app.command()
@@ -24,6 +23,8 @@ def dispute(
     report: Path | None = typer.Option(None, "--report", help="write dispute.json here"),
 ) -> None:
     """Decide which claimant holds the original; exit 0 when decided, 1 when not."""
+    from ticketmark.ownership.dispute import Claimant, decide
+
     if len(claim) != 2:
         raise TicketmarkError(f"give exactly two --claim options, got {len(claim)}")
     claimants = [Claimant(claim[0], reference_a, reveal_a), Claimant(claim[1], reference_b,

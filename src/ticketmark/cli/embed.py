@@ -10,24 +10,27 @@ import typer
 
 from ticketmark.cli.app import app
 from ticketmark.errors import TicketmarkError
-from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
 from ticketmark.ownership.claims import save_claim
 from ticketmark.ownership.keys import load_private_key
-from ticketmark.ownership.signature import EmbedOptions, embed_signature
-from ticketmark.ownership.signature.hidden import save_reveal
 
 
 def default_out(ticket: Path) -> Path:
+    from ticketmark.io import resolve_ticket_path
+
     p = resolve_ticket_path(ticket)
     return p.with_name(p.stem + "_signed.safetensors")
 
 
 def claim_path_for(out: Path) -> Path:
+    from ticketmark.io import resolve_ticket_path
+
     p = resolve_ticket_path(out)
     return p.with_name(p.stem + ".signature.claim.json")
 
 
 def reveal_path_for(out: Path) -> Path:
+    from ticketmark.io import resolve_ticket_path
+
     p = resolve_ticket_path(out)
     return p.with_name(p.stem + ".signature.reveal.json")
 
@@ -60,6 +63,10 @@ def embed(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Embed a signature: QR code in a layer's connectivity, retrain, write a signed claim."""
+    from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
+    from ticketmark.ownership.signature import EmbedOptions, embed_signature
+    from ticketmark.ownership.signature.hidden import save_reveal
+
     source = resolve_ticket_path(ticket)
     out_path = resolve_ticket_path(out) if out is not None else default_out(ticket)
     if out_path.resolve() == source.resolve():

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from ticketmark.cli.app import app
 from ticketmark.errors import TicketmarkError
-from ticketmark.finding import FindConfig, run_imp, run_oneshot
-from ticketmark.finding.colt import run_colt
-from ticketmark.finding.early_bird import run_early_bird
-from ticketmark.training import TrainConfig
-from ticketmark.training.progress import console
 
-FINDERS = {"imp": run_imp, "omp": run_oneshot, "early-bird": run_early_bird, "colt": run_colt,
-           "random": run_oneshot}
+FINDERS = ("imp", "omp", "early-bird", "colt", "random")
+
+
+def finder(method: str) -> Callable[..., Any]:
+    """The finder behind ``--method`` (imported here: the finders load torch)."""
+    from ticketmark.finding import run_imp, run_oneshot
+    from ticketmark.finding.colt import run_colt
+    from ticketmark.finding.early_bird import run_early_bird
+
+    return {"imp": run_imp, "omp": run_oneshot, "early-bird": run_early_bird,
+            "colt": run_colt, "random": run_oneshot}[method]
 
 
 @app.command()
@@ -58,6 +64,10 @@ def find(
     """Find a winning ticket and write every round into a resumable run directory."""
     if method not in FINDERS:
         raise TicketmarkError(f"unknown finder {method!r}; choose one of: {', '.join(FINDERS)}")
+    from ticketmark.finding import FindConfig
+    from ticketmark.training import TrainConfig
+    from ticketmark.training.progress import console
+
     train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                         weight_decay=weight_decay, seed=seed, device=device)
     cfg = FindConfig(method=method, model=model, dataset=dataset,
@@ -72,7 +82,7 @@ def find(
                      "channel_score": channel_score, "max_search_epochs": max_search_epochs}
     elif method == "colt":
         cfg.extra = {"splits": splits}
-    ticket = FINDERS[method](cfg.validate(), out, progress=not quiet)
+    ticket = finder(method)(cfg.validate(), out, progress=not quiet)
     acc = ticket.meta.get("metrics", [{}])[-1].get("test_acc", float("nan"))
     console.print(f"ticket: {out / 'ticket.safetensors'}  sparsity "
                   f"{100 * ticket.mask.sparsity():.1f}%  test accuracy {acc:.2f}%")

@@ -10,8 +10,6 @@ from rich.console import Console
 from rich.table import Table
 
 from ticketmark.cli.app import app
-from ticketmark.io import load_ticket
-from ticketmark.models import MODELS
 
 
 @app.command()
@@ -21,6 +19,9 @@ def info(
     models: bool = typer.Option(False, "--models", help="list the model registry"),
 ) -> None:
     """Show a ticket's sparsity per layer, accuracy and metadata."""
+    from ticketmark.io import load_ticket
+    from ticketmark.models import MODELS
+
     out = Console()
     if models or path is None:
         out.print("models: " + ", ".join(MODELS))

@@ -8,8 +8,6 @@ from pathlib import Path
 import typer
 
 from ticketmark.cli.app import app
-from ticketmark.ownership.keys import keygen as make_keys
-from ticketmark.training.progress import console
 
 
 @app.command()
@@ -19,6 +17,9 @@ def keygen(
         None, help="name of an environment variable holding a passphrase for the private key"),
 ) -> None:
     """Create an owner key pair (private key PEM, public key PEM)."""
+    from ticketmark.ownership.keys import keygen as make_keys
+    from ticketmark.training.progress import console
+
     passphrase = os.environ.get(passphrase_env) if passphrase_env else None
     priv, pub = make_keys(out, passphrase)
     console.print(f"private key: {priv}{' (encrypted)' if passphrase else ''}\npublic key: {pub}")

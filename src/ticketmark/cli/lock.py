@@ -14,17 +14,10 @@ import typer
 
 from ticketmark.cli.app import app
 from ticketmark.errors import TicketmarkError
-from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
-from ticketmark.ownership.lock import (
-    CHOOSERS,
-    PATH_METHODS,
-    ChooserContext,
-    choose,
-    lock_ticket,
-    read_key,
-    unlock_ticket,
-    write_key,
-)
+
+# The choosers' names (ticketmark.ownership.lock loads torch; a test keeps them equal).
+CHOOSERS = ("ewp", "random-path", "betweenness", "taylor", "hessian", "intgrads", "omp")
+PATH_METHODS = ("ewp", "random-path")
 
 lock_app = typer.Typer(help="Lock a ticket: remove its critical connections, keep them as "
                             "the owner's key.", rich_markup_mode=None)
@@ -44,6 +37,8 @@ def _passphrase(var: str | None) -> str | None:
 
 
 def _same_file(a: Path, b: Path) -> bool:
+    from ticketmark.io import resolve_ticket_path
+
     return resolve_ticket_path(a).resolve() == resolve_ticket_path(b).resolve()
 
 
@@ -98,6 +93,9 @@ def lock(
     if key_out.exists() and not force:
         raise TicketmarkError(f"{key_out} exists; a key you overwrite cannot unlock its "
                               "ticket any more (use --force to replace it)")
+    from ticketmark.io import load_ticket, save_ticket
+    from ticketmark.ownership.lock import ChooserContext, choose, lock_ticket, write_key
+
     passphrase = _passphrase(passphrase_env)
     original = load_ticket(ticket)
     cctx = ChooserContext(original, seed=seed, data_dir=str(data_dir) if data_dir else None,
@@ -178,6 +176,9 @@ def unlock(
     """Restore the original ticket from a locked one and its key, bit for bit."""
     if _same_file(ticket, out):
         raise TicketmarkError("--out must differ from --ticket")
+    from ticketmark.io import load_ticket, save_ticket
+    from ticketmark.ownership.lock import read_key, unlock_ticket
+
     passphrase = _passphrase(passphrase_env)
     owner_key = read_key(key, passphrase)
     locked = load_ticket(ticket)

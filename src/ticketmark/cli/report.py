@@ -7,8 +7,6 @@ from pathlib import Path
 import typer
 
 from ticketmark.cli.app import app
-from ticketmark.report.page import render_report
-from ticketmark.training.progress import console
 
 
 @app.command()
@@ -17,5 +15,8 @@ def report(
     out: Path | None = typer.Option(None, "--out", help="folder for report.html/.md"),
 ) -> None:
     """Write report.html (self-contained) and report.md for a finished run."""
+    from ticketmark.report.page import render_report
+    from ticketmark.training.progress import console
+
     html_path, md_path = render_report(run, out)
     console.print(f"report: {html_path}\nmarkdown: {md_path}")

@@ -13,8 +13,10 @@ import typer
 
 from ticketmark.cli.app import app
 from ticketmark.errors import TicketmarkError
-from ticketmark.io import load_ticket
-from ticketmark.serving.server import MAX_BATCH, MAX_BODY, make_server
+
+# The server's limits (ticketmark.serving.server loads torch; a test keeps them equal).
+MAX_BODY = 32 * 1024 * 1024
+MAX_BATCH = 1024
 
 
 @app.command()
@@ -30,6 +32,9 @@ def serve(
         raise TicketmarkError(f"port must be in 0..65535, got {port}")
     if max_body < 1 or max_batch < 1:
         raise TicketmarkError("--max-body and --max-batch must be positive")
+    from ticketmark.io import load_ticket
+    from ticketmark.serving.server import make_server
+
     ticket = load_ticket(model)
     net = ticket.build()
     try:

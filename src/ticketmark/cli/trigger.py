@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ticketmark.cli.app import app
 from ticketmark.errors import TicketmarkError
-from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
-from ticketmark.ownership.claims import make_claim, save_claim
-from ticketmark.ownership.keys import load_private_key
-from ticketmark.ownership.trigger.commitment import load_seed, save_seed
-from ticketmark.ownership.trigger.embed import EmbedConfig, embed, load_ticket_data, params_for
-from ticketmark.ownership.trigger.folder import write_folder
-from ticketmark.ownership.trigger.generate import derive_seed, generate, random_seed
-from ticketmark.training.progress import console
+
+if TYPE_CHECKING:  # the trigger modules load torch: imported when a command runs
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 trigger_app = typer.Typer(help="Trigger sets (scheme 3): embed, export.", no_args_is_help=True)
 app.add_typer(trigger_app, name="trigger")
@@ -32,6 +27,10 @@ app.add_typer(trigger_app, name="trigger")
 def _seed(key_path: Path, passphrase_env: str | None, context: str, fresh: bool,
           seed_in: Path | None) -> tuple[bytes, Ed25519PrivateKey]:
     """The trigger seed (from --seed-in, fresh, or derived from the key) and the key."""
+    from ticketmark.ownership.keys import load_private_key
+    from ticketmark.ownership.trigger.commitment import load_seed
+    from ticketmark.ownership.trigger.generate import derive_seed, random_seed
+
     passphrase = os.environ.get(passphrase_env) if passphrase_env else None
     key = load_private_key(key_path, passphrase)
     if seed_in is not None:
@@ -68,6 +67,12 @@ def embed_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Train a key-derived trigger set into a ticket; write ticket, claim and seed."""
+    from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
+    from ticketmark.ownership.claims import make_claim, save_claim
+    from ticketmark.ownership.trigger.commitment import save_seed
+    from ticketmark.ownership.trigger.embed import EmbedConfig, embed
+    from ticketmark.training.progress import console
+
     if size < 1:
         raise TicketmarkError(f"--size must be >= 1, got {size}")
     plain = load_ticket(ticket)
@@ -113,6 +118,13 @@ def make_cmd(
     data_dir: Path | None = typer.Option(None, help="folder for datasets read from disk"),
 ) -> None:
     """Export a derived trigger set as an image folder with labels.txt."""
+    from ticketmark.io import load_ticket
+    from ticketmark.ownership.trigger.commitment import load_seed
+    from ticketmark.ownership.trigger.embed import load_ticket_data, params_for
+    from ticketmark.ownership.trigger.folder import write_folder
+    from ticketmark.ownership.trigger.generate import generate
+    from ticketmark.training.progress import console
+
     if (key is None) == (seed_in is None):
         raise TicketmarkError("give exactly one of --key or --seed-in")
     if size < 1:

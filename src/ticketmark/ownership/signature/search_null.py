@@ -16,6 +16,7 @@ tail; a code found by searching sits inside it.
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 from dataclasses import dataclass
@@ -67,16 +68,26 @@ def data_agreement(block: np.ndarray, code: np.ndarray, version: int) -> int:
     return int(((block == code) & data).sum())
 
 
-# Kernels per FFT batch: bounds memory (a batch of 512x512 spectra is ~70 MB in float32).
-_CHUNK = 64
+# Floats per FFT work buffer (16 MiB): a batch of kernels fills it at the layer's size. Kept
+# under glibc's largest mmap threshold (32 MiB) and reused across batches, so a ResNet-18
+# null no longer maps and faults in a fresh ~70 MB buffer per 64-kernel batch (that cost
+# more system time than the FFTs' own user time). The buffers are per layer on purpose:
+# freeing them at the layer's end lets glibc raise its mmap threshold, so the FFTs'
+# internal temporaries of the same size come from the heap; one workspace held for the
+# whole search kept the threshold low and brought the faults back (39% system time).
+_BUFFER_FLOATS = 1 << 22
 
 
-def _null_kernels(tags: list[str], version: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every (tag, mask pattern, orientation) as one correlation kernel and a constant.
+@functools.lru_cache(maxsize=4)
+def _null_kernels(tags: tuple[str, ...], version: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (tag, mask pattern, orientation) as one flipped correlation kernel, a constant.
 
     With C the connectivity, d a code and t its data-module template (same orientation),
     sum_t [C == d] = corr(C, 2(d & t) - t) + |t| - |d & t|: one kernel with values in
-    {-1, 0, 1} per variant, so each variant costs a single FFT correlation.
+    {-1, 0, 1} per variant, so each variant costs a single FFT correlation. The kernels are
+    flipped once here (correlation as convolution) and cached: a verifier's null uses the
+    same seeded tags on every call, and building 128 QR codes costs more than a small
+    layer's search.
     """
     template = ~qr.function_template(version)
     kernels, consts = [], []
@@ -89,26 +100,37 @@ def _null_kernels(tags: list[str], version: int) -> tuple[torch.Tensor, torch.Te
                 dt = d & t
                 kernels.append(2.0 * dt - t)
                 consts.append(float(t.sum() - dt.sum()))
-    return torch.from_numpy(np.stack(kernels)).float(), torch.tensor(consts)
+    flipped = torch.flip(torch.from_numpy(np.stack(kernels)).float(), dims=(1, 2))
+    return flipped, torch.tensor(consts)
 
 
-def _best_agreement(conn: torch.Tensor, kernels: torch.Tensor, consts: torch.Tensor
+def _best_agreement(conn: torch.Tensor, flipped: torch.Tensor, consts: torch.Tensor
                     ) -> torch.Tensor:
     """Each kernel's best data-module agreement over every offset of ``conn``.
 
     float32 FFTs in batches, each reduced to its maximum at once: the maps themselves
     (kernels x offsets, hundreds of millions of values on a ResNet-18) are never held.
     A float32 rounding error of a fraction of a module can at worst shift one null
-    maximum by one module, which does not move the fitted tail measurably.
+    maximum by one module, which does not move the fitted tail measurably. The padded
+    kernels, their spectra and the correlation maps live in three buffers allocated once
+    per layer and overwritten batch after batch.
     """
     h, w = conn.shape
-    n = kernels.shape[-1]
+    count, n = flipped.shape[0], flipped.shape[-1]
     fi = torch.fft.rfft2(conn.float(), s=(h, w))
-    best = []
-    for chunk in torch.flip(kernels, dims=(1, 2)).split(_CHUNK):
-        full = torch.fft.irfft2(fi * torch.fft.rfft2(chunk, s=(h, w)), s=(h, w))
-        best.append(full[:, n - 1:, n - 1:].amax(dim=(1, 2)))
-    return torch.round(torch.cat(best) + consts).to(torch.int64)
+    batch = max(1, min(count, _BUFFER_FLOATS // (h * w)))
+    padded = torch.zeros(batch, h, w)  # only the top-left n x n corner is ever written
+    spectra = torch.empty(batch, h, w // 2 + 1, dtype=torch.complex64)
+    maps = torch.empty(batch, h, w)
+    best = torch.empty(count)
+    for lo in range(0, count, batch):
+        m = min(batch, count - lo)
+        padded[:m, :n, :n] = flipped[lo:lo + m]
+        torch.fft.rfft2(padded[:m], out=spectra[:m])
+        spectra[:m].mul_(fi)
+        torch.fft.irfft2(spectra[:m], s=(h, w), out=maps[:m])
+        torch.amax(maps[:m, n - 1:, n - 1:], dim=(1, 2), out=best[lo:lo + m])
+    return torch.round(best + consts).to(torch.int64)
 
 
 def search_null(weights: dict[str, torch.Tensor], densities: dict[str, float], version: int,
@@ -119,7 +141,7 @@ def search_null(weights: dict[str, torch.Tensor], densities: dict[str, float], v
     they carry no ownership information and would let any QR already in the model lift
     every random code's agreement; only data modules are counted, here and in the claim.
     """
-    kernels, consts = _null_kernels(random_tags(codes, tag_length, seed), version)
+    kernels, consts = _null_kernels(tuple(random_tags(codes, tag_length, seed)), version)
     n = kernels.shape[-1]
     best = torch.zeros(codes, dtype=torch.int64)
     layers = 0

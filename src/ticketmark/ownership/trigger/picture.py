@@ -2,6 +2,10 @@
 
 A reader sees at a glance whether the suspect answers the trigger set like the owner's
 model (a wall of green) or like chance (about one green in ``classes``).
+
+The triggers are tiled into one RGB mosaic drawn by a single ``imshow``: one matplotlib
+panel per trigger cost about 3.5 s per picture (a hundred ``add_subplot`` calls with their
+ticks and spines), which made this picture half of the demo's CPU time.
 """
 
 from __future__ import annotations
@@ -9,31 +13,71 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.patches import Patch
 
 from ticketmark.report.plots import plt, save_figure
+
+MATCH = "#1a9641"
+MISS = "#d7191c"
+_TILE = 32  # pixels a trigger is enlarged to (nearest neighbour, whole multiples)
+_FRAME = 3  # frame width in mosaic pixels
+_BAND = 14  # room under each tile for its "label→answer" caption
+_GAP = 5
+
+
+def _rgb(hex_color: str) -> np.ndarray:
+    return np.array([int(hex_color[i:i + 2], 16) / 255.0 for i in (1, 3, 5)])
+
+
+def _as_rgb(x: np.ndarray) -> np.ndarray:
+    """(n, C, H, W) -> (n, H, W, 3) in [0, 1], scaled by the set's own range, enlarged."""
+    lo, hi = float(x.min()), float(x.max())
+    img = (x.astype(np.float64) - lo) / max(hi - lo, 1e-9)
+    img = np.repeat(img[:, :1], 3, axis=1) if img.shape[1] < 3 else img[:, :3]
+    img = img.transpose(0, 2, 3, 1)
+    up = max(1, _TILE // max(img.shape[1], img.shape[2]))
+    return img.repeat(up, axis=1).repeat(up, axis=2)
+
+
+def _mosaic(x: np.ndarray, ok: np.ndarray, per_row: int, rows: int
+            ) -> tuple[np.ndarray, int, int, int]:
+    """White canvas with each trigger in its coloured frame, row-major; cell sizes."""
+    n = len(ok)
+    tiles = _as_rgb(x) if n else np.zeros((0, _TILE, _TILE, 3))
+    th, tw = tiles.shape[1] + 2 * _FRAME, tiles.shape[2] + 2 * _FRAME
+    ch, cw = th + _BAND + _GAP, tw + _GAP
+    grid = np.ones((rows * per_row, ch, cw, 3))
+    grid[:n, :th, :tw] = np.where(ok[:, None], _rgb(MATCH), _rgb(MISS))[:, None, None, :]
+    grid[:n, _FRAME:th - _FRAME, _FRAME:tw - _FRAME] = tiles
+    canvas = grid.reshape(rows, per_row, ch, cw, 3).transpose(0, 2, 1, 3, 4)
+    return canvas.reshape(rows * ch, per_row * cw, 3), ch, cw, th
 
 
 def confusion_strip(x: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
                     path: str | Path, title: str, per_row: int = 20) -> Path:
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
     n = len(labels)
+    per_row = max(1, min(per_row, n)) if n else max(1, per_row)
     rows = max(1, -(-n // per_row))
-    fig, axes = plt.subplots(rows, per_row, figsize=(per_row * 0.6, rows * 0.75 + 0.5),
-                             squeeze=False)
-    lo, hi = float(x.min()) if n else 0.0, float(x.max()) if n else 1.0
-    for i, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i >= n:
-            ax.axis("off")
-            continue
-        img = (x[i] - lo) / max(hi - lo, 1e-9)
-        img = img[0] if img.shape[0] == 1 else img[:3].transpose(1, 2, 0)
-        ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-        ok = bool(labels[i] == predicted[i])
-        for spine in ax.spines.values():
-            spine.set_edgecolor("#1a9641" if ok else "#d7191c")
-            spine.set_linewidth(2.5)
-        ax.set_title(f"{labels[i]}→{predicted[i]}", fontsize=6, pad=1,
-                     color="#1a9641" if ok else "#d7191c")
+    ok = labels == predicted
+    canvas, ch, cw, th = _mosaic(np.asarray(x), ok, per_row, rows)
+    scale = 1.4 / 110  # inches per mosaic pixel at the saved dpi: a little enlarged
+    fig, ax = plt.subplots(figsize=(max(canvas.shape[1] * scale, 4.5),
+                                    canvas.shape[0] * scale + 0.9))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.axis("off")
+    for i in range(n):
+        r, c = divmod(i, per_row)
+        ax.text(c * cw + (cw - _GAP) / 2, r * ch + th + _BAND / 2, f"{labels[i]}→{predicted[i]}",
+                ha="center", va="center", fontsize=7, color=MATCH if ok[i] else MISS)
+    fig.legend(handles=[Patch(facecolor=MATCH, label="match: suspect answers the trigger's "
+                                                     "label"),
+                        Patch(facecolor=MISS, label="miss"),
+                        Patch(facecolor="white", edgecolor="grey",
+                              label="a→b: trigger label a, suspect's answer b")],
+               loc="lower center", ncol=3, fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.45 / fig.get_figheight(),
+                        bottom=0.4 / fig.get_figheight())
     return save_figure(fig, path)
