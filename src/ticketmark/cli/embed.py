@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from ticketmark.cli.app import app
+from ticketmark.cli.options import ForceOpt, refuse_overwrite, ticket_files
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
 from ticketmark.ownership.claims import save_claim
@@ -46,7 +47,10 @@ def embed(
     epochs: int | None = typer.Option(None, help="retraining epochs (default: the ticket's "
                                                  "recipe)"),
     data_dir: Path | None = typer.Option(None, help="folder for datasets read from disk"),
+    device: str | None = typer.Option(None, help="where to retrain: auto, cpu, cuda, cuda:1 "
+                                                 "... (default: the ticket's recipe)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    force: bool = ForceOpt,
 ) -> None:
     """Embed a signature: QR code in a layer's connectivity, retrain, write a signed claim."""
     source = resolve_ticket_path(ticket)
@@ -54,11 +58,14 @@ def embed(
     if out_path.resolve() == source.resolve():
         raise TicketmarkError("--out must differ from --ticket (the original stays untouched)")
     claim_out = claim or claim_path_for(out_path)
+    refuse_overwrite([*ticket_files(out_path), claim_out], force)
     if epochs is not None and epochs < 1:
         raise TicketmarkError(f"--epochs must be at least 1, got {epochs}")
     passphrase = os.environ.get(passphrase_env) if passphrase_env else None
     private = load_private_key(key, passphrase)  # fails before any training
     original = load_ticket(ticket)
+    if device is not None:  # the retraining follows the ticket's recipe, on this device
+        original.meta["train"] = {**(original.meta.get("train") or {}), "device": device}
     opts = EmbedOptions(layer=layer, min_entries=min_entries, epochs=epochs,
                         floor_quantile=floor_quantile,
                         data_dir=str(data_dir) if data_dir else None, progress=not quiet)

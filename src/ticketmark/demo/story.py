@@ -104,7 +104,7 @@ def run_demo(out: str | Path, fast: bool = False, progress: bool = True) -> dict
                   f"{plain_acc:.2f}%")
 
     _step(2, total, "The owner's identity: an Ed25519 key pair")
-    priv_path, pub_path = keygen(out / "owner" / "owner")
+    priv_path, pub_path = keygen(out / "owner" / "owner", force=True)  # a fresh demo owner
     key = load_private_key(priv_path)
     console.print(f"{priv_path}, {pub_path}")
 
