@@ -66,10 +66,10 @@ def verify(
 ) -> None:
     """Print a verdict (exit 0 OWNED, 1 otherwise) with its evidence.
 
-    OWNED needs a validly signed claim and evidence whose chance p-value is below the
-    threshold; NOT OWNED means the evidence is not there; COULD NOT VERIFY means the suspect
-    cannot be checked against this claim (e.g. another architecture). docs/verdicts.md
-    explains each in plain words.
+    OWNED: a validly signed claim and evidence beyond chance (a p-value below the threshold,
+    or for a signature the claimed tag decoded from the suspect). NOT OWNED: the evidence
+    is not there, or the claim is invalid. COULD NOT VERIFY: the suspect cannot be checked
+    against this claim (e.g. another architecture). docs/verdicts.md explains each.
     """
     # A report that cannot be written must not cost the verdict: verify first, print it,
     # and only then name the report problem (one error line, exit 2).
