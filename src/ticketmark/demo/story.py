@@ -230,12 +230,15 @@ def _print_table(rows: list[dict[str, Any]], forgeries: list[dict[str, Any]]) ->
 def _print_wide(table: Table) -> None:
     """Print at the table's natural width when the output is a file or a pipe: nothing
     there is narrower than a line, so nothing needs to wrap (a terminal keeps its width)."""
+    from rich.console import Console
     from rich.measure import Measurement
 
-    width = None
-    if not console.is_terminal:
-        width = max(console.width, Measurement.get(console, console.options, table).maximum)
-    console.print(table, width=width)
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    # Console.print never renders wider than its console, so print through a wider one
+    Console(file=console.file, width=max(console.width, natural)).print(table)
 
 
 def _modules(evidence: dict[str, Any]) -> int:
