@@ -13,7 +13,8 @@ from ticketmark.errors import TicketmarkError
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="where the demo writes"),
-    fast: bool = typer.Option(False, "--fast", help="tiny setting on digits (under a minute)"),
+    fast: bool = typer.Option(False, "--fast", help="tiny setting on digits (under a minute "
+                                                    "on 2 idle cores)"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     force: bool = typer.Option(False, "--force", help="write over an earlier demo in --out "
                                                       "(its keys and claims are replaced)"),
