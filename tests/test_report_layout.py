@@ -30,6 +30,7 @@ def test_figures_are_not_capped_and_open_at_full_size(tmp_path):
     assert re.search(r"figure img\{[^}]*max-width:100%", page)  # fits the page width...
     assert "classList.toggle('zoom')" in page and "img.zoom{max-width:none" in page  # ...or not
     assert "<p class='note'>how to read the table</p>" in page
+    assert '<td class="num">1.00</td>' in page and "td.num{white-space:nowrap}" in page
     assert "how to read the table" in md_path.read_text()
 
 

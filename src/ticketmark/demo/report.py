@@ -13,9 +13,9 @@ def _rel(out: Path, path: Path) -> str:
     return str(path.relative_to(out))
 
 
-def _copies_to_show(out: Path, summary: dict[str, Any]) -> list[tuple[str, Path]]:
+def _copies_to_show(out: Path, summary: dict[str, Any], p_key: str) -> list[tuple[str, Path]]:
     """The stolen copies whose pictures the report shows, each named as in the table: the
-    copy as released, and the one the signature verified worst (where the evidence thins)."""
+    copy as released, and the one with the largest ``p_key`` (where the evidence thins)."""
     from ticketmark.demo.story import DemoSettings, attack_plan, stolen_name
 
     folders = {(label, strength): out / "verify" / stolen_name(kind, strength)
@@ -24,7 +24,7 @@ def _copies_to_show(out: Path, summary: dict[str, Any]) -> list[tuple[str, Path]
     if not rows:
         return []
     picked = [rows[0]]
-    worst = max(rows, key=lambda r: r["signature p"] if r["signature p"] is not None else 0)
+    worst = max(rows, key=lambda r: r[p_key] if r[p_key] is not None else 0.0)
     if worst is not rows[0]:
         picked.append(worst)
     return [(_copy_name(r), folders[(r["attack"], r["strength"])]) for r in picked]
@@ -45,7 +45,8 @@ def write_report_json(out: Path, summary: dict[str, Any]) -> Path:
                f"trigger set on {owned_trig}/{len(rows)}; "
                f"{'every' if forged_ok else 'NOT every'} forged claim was rejected.")
     sig, owner = summary["owner"]["signature"], summary["owner"]
-    copies = _copies_to_show(out, summary)
+    sig_copies = _copies_to_show(out, summary, "signature p")
+    trig_copies = _copies_to_show(out, summary, "trigger p")
     sections = [
         {"title": "1. The ticket",
          "text": (f"IMP with rewinding to epoch {s['rewind_epoch']} on {s['model']} / "
@@ -74,7 +75,7 @@ def write_report_json(out: Path, summary: dict[str, Any]) -> Path:
                                 f"{sig['layer']} in this copy (dark = connected, the QR block "
                                 "outlined in red), the QR read from this copy (modules that "
                                 "differ marked with a red x) and the QR the claim expects."}
-                    for name, folder in copies if (folder / "signature.png").is_file()]},
+                    for name, folder in sig_copies if (folder / "signature.png").is_file()]},
         {"title": "3. Robustness: the thief's attacks and the verdicts",
          "text": "Each row is one stolen copy. Signature: white-box, with the owner's "
                  "reference ticket to undo channel permutations; bits = QR modules that agree; "
@@ -99,7 +100,7 @@ def write_report_json(out: Path, summary: dict[str, Any]) -> Path:
              "positions; dense fine-tuning regrows pruned weights): that is not the key, and "
              "below 50% the copy counts as locked.",
          ],
-         "images": [img for name, folder in copies for img in (
+         "images": [img for name, folder in trig_copies for img in (
              [{"path": _rel(out, folder / "trigger_confusion.png"),
                "caption": f"Copy '{name}': its answers to the owner's trigger set (a→b = "
                           "expected label → this copy's answer; green: match, red: miss)."}]

@@ -35,7 +35,7 @@ figure img{display:block;max-width:100%;height:auto;border:1px solid #eee;cursor
 figure img.zoom{max-width:none;cursor:zoom-out}
 figcaption{font-size:.85rem;color:#445;max-width:75rem;margin-top:.3rem}
 figcaption::after{content:" (click the picture for its full size)";color:#889}
-td{font-variant-numeric:tabular-nums;white-space:nowrap}
+td{font-variant-numeric:tabular-nums}td.num{white-space:nowrap}
 .note{font-size:.85rem;color:#445;background:#f7f8fb;padding:.5rem .8rem;max-width:75rem}
 .verdict{font-size:1.05rem;padding:.6rem .8rem;background:#eef4ff;border-left:4px solid #3b7dd8}
 """
@@ -63,6 +63,8 @@ def fmt(value: Any) -> str:
 
 
 def _cell_class(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "num"  # never broken across lines: 3.2e-10 above 6 would read as 3.2e-10
     text = str(value)
     return text.replace(" ", "-") if text in {"OWNED", "NOT OWNED", "COULD NOT VERIFY"} else ""
 
