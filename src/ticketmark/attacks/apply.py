@@ -103,13 +103,18 @@ def check_ticket_data(ticket: Ticket, data: DataSplits) -> None:
 
 
 def run_attack(ticket: Ticket, model: nn.Module, kind: str, params: dict[str, Any],
-               data: DataSplits | None, progress: bool = False) -> tuple[nn.Module, dict]:
-    """Apply ``kind`` to ``model`` (the ticket's weights); return it and extra facts."""
+               data: DataSplits | None, progress: bool = False,
+               device: str = "auto") -> tuple[nn.Module, dict]:
+    """Apply ``kind`` to ``model`` (the ticket's weights); return it and extra facts.
+
+    ``device`` is where attacks that train (fine-tuning, distillation, prune-then-tune)
+    run; it is execution, not the attack, so it is never recorded in the history.
+    """
     p = dict(params)
     if kind in NEEDS_DATA and data is None:
         raise TicketmarkError(f"attack {kind!r} needs data to train on")
     images = int(p.pop("recalibrate", 0) or 0)
-    out, extra = _run_one(ticket, model, kind, p, data, progress)
+    out, extra = _run_one(ticket, model, kind, p, data, progress, device)
     if images > 0 and data is not None and has_batchnorm(out):
         out = recalibrate_bn(out, data, images=images)
         extra["recalibrated"] = True
@@ -117,12 +122,13 @@ def run_attack(ticket: Ticket, model: nn.Module, kind: str, params: dict[str, An
 
 
 def _run_one(ticket: Ticket, model: nn.Module, kind: str, p: dict[str, Any],
-             data: DataSplits | None, progress: bool) -> tuple[nn.Module, dict]:
+             data: DataSplits | None, progress: bool,
+             device: str = "auto") -> tuple[nn.Module, dict]:
     extra: dict[str, Any] = {}
     fn = ATTACKS[kind]
     if kind == "finetune":
         keep = Mask.from_weights(model, list(ticket.mask)) if p.pop("keep_mask") else None
-        return fn(model, data, keep_mask=keep, progress=progress, **p), extra
+        return fn(model, data, keep_mask=keep, progress=progress, device=device, **p), extra
     if kind == "prune":
         tune = {k: p.pop(k) for k in _PRUNE_FINETUNE}
         if p.get("names") is None:  # the layers the owner pruned (stem too, if it was)
@@ -134,11 +140,13 @@ def _run_one(ticket: Ticket, model: nn.Module, kind: str, p: dict[str, Any],
             out = finetune(out, data, epochs=int(tune["finetune_epochs"]), lr=tune["lr"],
                            keep_mask=Mask.from_weights(out, list(ticket.mask)),
                            thief_fraction=tune["thief_fraction"], seed=p.get("seed", 0),
-                           progress=progress)
+                           progress=progress, device=device)
         return out, extra
     sig = inspect.signature(fn).parameters
     args = [data] if "data" in sig else []
-    kwargs = {"progress": progress} if "progress" in sig else {}
+    kwargs: dict[str, Any] = {"progress": progress} if "progress" in sig else {}
+    if "device" in sig:
+        kwargs["device"] = device
     out = fn(model, *args, **p, **kwargs)
     if kind == "quantize":
         extra = effective_bits(out, p.get("names")).to_json()
@@ -151,7 +159,7 @@ def _acc(model: nn.Module, data: DataSplits | None) -> float | None:
 
 def apply_attack(ticket: Ticket, kind: str, params: dict[str, Any] | None = None,
                  data: DataSplits | None = None, *, progress: bool = False,
-                 acc_before: float | None = None) -> Ticket:
+                 acc_before: float | None = None, device: str = "auto") -> Ticket:
     """The stolen ticket after ``kind``; its ``meta["history"]`` gains one entry.
 
     ``data=None`` loads the ticket's own dataset (which needs no folder for the embedded
@@ -166,7 +174,8 @@ def apply_attack(ticket: Ticket, kind: str, params: dict[str, Any] | None = None
     model = ticket.build()
     if acc_before is None:
         acc_before = _acc(model, data)
-    attacked, extra = run_attack(ticket, model, kind, resolved, data, progress=progress)
+    attacked, extra = run_attack(ticket, model, kind, resolved, data, progress=progress,
+                                 device=device)
     acc_after = _acc(attacked, data)
     mask = Mask.from_weights(attacked, list(ticket.mask))
     entry = {"kind": kind, "params": _jsonable(resolved), "acc_before": acc_before,

@@ -143,7 +143,8 @@ def _describe(params: Mapping[str, Any]) -> str:
 def run_sweep(ticket: Ticket, plan: list[PlanRow], data: DataSplits, out_dir: str | Path, *,
               columns: list[str] | None = None, save_tickets: bool = False,
               progress: bool = False,
-              on_row: Callable[[dict[str, Any]], None] | None = None) -> SweepResult:
+              on_row: Callable[[dict[str, Any]], None] | None = None,
+              device: str = "auto") -> SweepResult:
     """Attack ``ticket`` once per plan row; rewrite the table after every row.
 
     ``columns`` names registered extra columns (``register_column``) to compute on each
@@ -172,7 +173,7 @@ def run_sweep(ticket: Ticket, plan: list[PlanRow], data: DataSplits, out_dir: st
     for i, row in enumerate(plan, start=1):
         start = time.perf_counter()
         stolen = apply_attack(ticket, row.kind, row.params, data, progress=progress,
-                              acc_before=acc0)
+                              acc_before=acc0, device=device)
         entry = stolen.meta["history"][-1]
         cells: dict[str, Any] = {
             "attack": row.label or row.kind, "params": _describe(row.params),

@@ -13,6 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from ticketmark.cli.app import app
+from ticketmark.cli.options import ForceOpt, refuse_overwrite, ticket_files
 from ticketmark.errors import TicketmarkError
 
 if TYPE_CHECKING:  # the attacks, data and tickets load torch: imported when a command runs
@@ -50,6 +51,8 @@ SeedOpt = typer.Option(0, "--seed")
 RecalOpt = typer.Option(1024, "--recalibrate", help="then re-estimate BatchNorm statistics "
                                                     "on this many thief images (0: off)")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars")
+DeviceOpt = typer.Option("auto", "--device", help="where the attack trains: auto, cpu, cuda, "
+                                                  "cuda:1 ...")
 
 
 def _data(ticket: Ticket, dataset: str | None, data_dir: Path | None) -> DataSplits:
@@ -59,16 +62,17 @@ def _data(ticket: Ticket, dataset: str | None, data_dir: Path | None) -> DataSpl
 
 
 def _run(source: Path, out: Path, kind: str, params: dict[str, Any], dataset: str | None,
-         data_dir: Path | None, quiet: bool) -> None:
+         data_dir: Path | None, quiet: bool, force: bool, device: str = "auto") -> None:
     from ticketmark.attacks import apply_attack
     from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
     from ticketmark.training.progress import console
 
     if resolve_ticket_path(out) == resolve_ticket_path(source):
         raise TicketmarkError("--out is the input ticket; write the stolen ticket elsewhere")
+    refuse_overwrite(ticket_files(out), force)
     ticket = load_ticket(source)
     stolen = apply_attack(ticket, kind, params, _data(ticket, dataset, data_dir),
-                          progress=not quiet)
+                          progress=not quiet, device=device)
     path = save_ticket(out, stolen)
     h = stolen.meta["history"][-1]
     bits = f", {h['effective_bits']:.2f} effective bits" if "effective_bits" in h else ""
@@ -89,13 +93,14 @@ def finetune(
                                                    "owns (disjoint from the owner's)"),
     batch_size: int = typer.Option(128),
     dataset: str | None = DatasetOpt, data_dir: Path | None = DataDirOpt,
-    seed: int = SeedOpt, quiet: bool = QuietOpt,
+    seed: int = SeedOpt, quiet: bool = QuietOpt, force: bool = ForceOpt,
+    device: str = DeviceOpt,
 ) -> None:
     """Fine-tune on the thief's own data: all layers, last layer, or re-initialised last."""
     _run(source, out, "finetune", {"epochs": epochs, "lr": lr, "mode": mode,
                                    "keep_mask": keep_mask, "thief_fraction": thief_fraction,
                                    "batch_size": batch_size, "seed": seed},
-         dataset, data_dir, quiet)
+         dataset, data_dir, quiet, force, device)
 
 
 @attack_app.command()
@@ -109,7 +114,8 @@ def prune(
     thief_fraction: float = typer.Option(0.5),
     recalibrate: int = RecalOpt,
     dataset: str | None = DatasetOpt, data_dir: Path | None = DataDirOpt,
-    seed: int = SeedOpt, quiet: bool = QuietOpt,
+    seed: int = SeedOpt, quiet: bool = QuietOpt, force: bool = ForceOpt,
+    device: str = DeviceOpt,
 ) -> None:
     """Prune further (magnitude or random), optionally followed by fine-tuning."""
     from ticketmark.attacks.common import check_fraction
@@ -118,7 +124,7 @@ def prune(
     _run(source, out, "prune", {"ratio": ratio, "method": method, "seed": seed,
                                 "finetune_epochs": finetune_epochs, "lr": lr,
                                 "thief_fraction": thief_fraction, "recalibrate": recalibrate},
-         dataset, data_dir, quiet)
+         dataset, data_dir, quiet, force, device)
 
 
 @attack_app.command()
@@ -128,11 +134,11 @@ def quantize(
     threshold: float = typer.Option(0.7, help="ternary: threshold x mean |w|"),
     recalibrate: int = RecalOpt,
     dataset: str | None = DatasetOpt, data_dir: Path | None = DataDirOpt,
-    quiet: bool = QuietOpt,
+    quiet: bool = QuietOpt, force: bool = ForceOpt,
 ) -> None:
     """Quantize every Conv/Linear weight (symmetric int8 or ternary); reports the bits."""
     _run(source, out, "quantize", {"scheme": scheme, "threshold": threshold,
-                                   "recalibrate": recalibrate}, dataset, data_dir, quiet)
+                                   "recalibrate": recalibrate}, dataset, data_dir, quiet, force)
 
 
 @attack_app.command()
@@ -141,11 +147,11 @@ def noise(
     sigma: float = typer.Option(0.01, help="noise std relative to each layer's weight std"),
     recalibrate: int = RecalOpt,
     dataset: str | None = DatasetOpt, data_dir: Path | None = DataDirOpt,
-    seed: int = SeedOpt, quiet: bool = QuietOpt,
+    seed: int = SeedOpt, quiet: bool = QuietOpt, force: bool = ForceOpt,
 ) -> None:
     """Add Gaussian noise to the surviving weights."""
     _run(source, out, "noise", {"sigma": sigma, "seed": seed, "recalibrate": recalibrate},
-         dataset, data_dir, quiet)
+         dataset, data_dir, quiet, force)
 
 
 @attack_app.command()
@@ -155,21 +161,21 @@ def fill(
     reference: str = typer.Option("min", help="min (smallest surviving |w|) or std"),
     recalibrate: int = RecalOpt,
     dataset: str | None = DatasetOpt, data_dir: Path | None = DataDirOpt,
-    seed: int = SeedOpt, quiet: bool = QuietOpt,
+    seed: int = SeedOpt, quiet: bool = QuietOpt, force: bool = ForceOpt,
 ) -> None:
     """Write small noise into the pruned positions so that no weight is exactly zero."""
     _run(source, out, "fill", {"scale": scale, "reference": reference, "seed": seed,
-                               "recalibrate": recalibrate}, dataset, data_dir, quiet)
+                               "recalibrate": recalibrate}, dataset, data_dir, quiet, force)
 
 
 @attack_app.command()
 def permute(
     source: Path = InOpt, out: Path = OutOpt,
     dataset: str | None = DatasetOpt, data_dir: Path | None = DataDirOpt,
-    seed: int = SeedOpt, quiet: bool = QuietOpt,
+    seed: int = SeedOpt, quiet: bool = QuietOpt, force: bool = ForceOpt,
 ) -> None:
     """Randomly permute every layer's channels without changing the model's outputs."""
-    _run(source, out, "permute", {"seed": seed}, dataset, data_dir, quiet)
+    _run(source, out, "permute", {"seed": seed}, dataset, data_dir, quiet, force)
 
 
 @attack_app.command()
@@ -186,13 +192,14 @@ def distill(
                                                    "the transfer set"),
     batch_size: int = typer.Option(64),
     dataset: str | None = DatasetOpt, data_dir: Path | None = DataDirOpt,
-    seed: int = SeedOpt, quiet: bool = QuietOpt,
+    seed: int = SeedOpt, quiet: bool = QuietOpt, force: bool = ForceOpt,
+    device: str = DeviceOpt,
 ) -> None:
     """Train a fresh sparse student on the ticket's soft labels (nothing copied)."""
     _run(source, out, "distill", {"epochs": epochs, "lr": lr, "temperature": temperature,
                                   "alpha": alpha, "mask": mask,
                                   "thief_fraction": thief_fraction, "batch_size": batch_size,
-                                  "seed": seed}, dataset, data_dir, quiet)
+                                  "seed": seed}, dataset, data_dir, quiet, force, device)
 
 
 @attack_app.command()
@@ -204,13 +211,14 @@ def sweep(
                                       help="also keep every stolen ticket under OUT/tickets"),
     column: list[str] = typer.Option([], "--column", help="extra registered column"),
     dataset: str | None = DatasetOpt, data_dir: Path | None = DataDirOpt,
-    quiet: bool = QuietOpt,
+    quiet: bool = QuietOpt, force: bool = ForceOpt, device: str = DeviceOpt,
 ) -> None:
     """Run a plan of attacks at several strengths; write one accuracy table."""
     from ticketmark.attacks.sweep import load_plan, run_sweep
     from ticketmark.io import load_ticket
     from ticketmark.training.progress import console
 
+    refuse_overwrite([out / name for name in ("sweep.csv", "sweep.md", "sweep.json")], force)
     rows = load_plan(plan)
     ticket = load_ticket(source)
     data = _data(ticket, dataset, data_dir)
@@ -222,6 +230,6 @@ def sweep(
                           soft_wrap=True)
 
     result = run_sweep(ticket, rows, data, out, columns=column, save_tickets=save_tickets,
-                       progress=False, on_row=show)
+                       progress=False, on_row=show, device=device)
     print(result.markdown(), end="")
     console.print(f"table: {out / 'sweep.md'} and {out / 'sweep.csv'}", soft_wrap=True)

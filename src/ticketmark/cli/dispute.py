@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ticketmark.cli.app import app
+from ticketmark.cli.options import ForceOpt, existing_report_file
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import atomic_write_json
 
@@ -20,7 +21,9 @@ def dispute(
     reveal_a: Path | None = typer.Option(None, help="A's revealed trigger seed (trigger claims)"),
     reveal_b: Path | None = typer.Option(None, help="B's revealed trigger seed (trigger claims)"),
     threshold: float | None = typer.Option(None, help="p-value threshold of the verifiers"),
-    report: Path | None = typer.Option(None, "--report", help="write dispute.json here"),
+    report: Path | None = typer.Option(None, "--report", help="folder to write dispute.json "
+                                                             "into"),
+    force: bool = ForceOpt,
 ) -> None:
     """Decide which claimant holds the original; exit 0 when decided, 1 when not."""
     from ticketmark.ownership.dispute import Claimant, decide
@@ -39,6 +42,9 @@ def dispute(
     else:
         print(f"WINNER: claim {'AB'[result.winner]} ({claimants[result.winner].claim}) — "
               f"{result.reason}")
-    if report is not None:
+    if report is not None:  # the decision is printed above whatever happens here
+        problem = existing_report_file(report, ["dispute.json"], force)
+        if problem is not None:
+            raise TicketmarkError(f"{problem} (the decision above was not saved)")
         atomic_write_json(report / "dispute.json", result.to_json())
     raise typer.Exit(0 if result.winner is not None else 1)

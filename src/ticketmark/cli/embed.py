@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from ticketmark.cli.app import app
+from ticketmark.cli.options import ForceOpt, refuse_overwrite, ticket_files
 from ticketmark.errors import TicketmarkError
 from ticketmark.ownership.claims import save_claim
 from ticketmark.ownership.keys import load_private_key
@@ -60,7 +61,10 @@ def embed(
     epochs: int | None = typer.Option(None, help="retraining epochs (default: the ticket's "
                                                  "recipe)"),
     data_dir: Path | None = typer.Option(None, help="folder for datasets read from disk"),
+    device: str | None = typer.Option(None, help="where to retrain: auto, cpu, cuda, cuda:1 "
+                                                 "... (default: the ticket's recipe)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    force: bool = ForceOpt,
 ) -> None:
     """Embed a signature: QR code in a layer's connectivity, retrain, write a signed claim."""
     from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
@@ -75,11 +79,14 @@ def embed(
     reveal_file = reveal_out or reveal_path_for(out_path)
     if not 0 <= hidden_bits <= 65536:
         raise TicketmarkError(f"--hidden-bits must be in 0..65536, got {hidden_bits}")
+    refuse_overwrite([*ticket_files(out_path), claim_out, reveal_file], force)
     if epochs is not None and epochs < 1:
         raise TicketmarkError(f"--epochs must be at least 1, got {epochs}")
     passphrase = os.environ.get(passphrase_env) if passphrase_env else None
     private = load_private_key(key, passphrase)  # fails before any training
     original = load_ticket(ticket)
+    if device is not None:  # the retraining follows the ticket's recipe, on this device
+        original.meta["train"] = {**(original.meta.get("train") or {}), "device": device}
     opts = EmbedOptions(layer=layer, min_entries=min_entries, epochs=epochs,
                         floor_quantile=floor_quantile, hidden_bits=hidden_bits,
                         data_dir=str(data_dir) if data_dir else None, progress=not quiet)

@@ -82,7 +82,12 @@ def find(
                      "channel_score": channel_score, "max_search_epochs": max_search_epochs}
     elif method == "colt":
         cfg.extra = {"splits": splits}
-    ticket = finder(method)(cfg.validate(), out, progress=not quiet)
+    try:
+        ticket = finder(method)(cfg.validate(), out, progress=not quiet)
+    except KeyboardInterrupt:  # Typer would exit 130 silently; say what survives
+        console.print(f"interrupted: finished rounds are kept in {out}; run the same command "
+                      "again to resume from there", soft_wrap=True)
+        raise typer.Exit(130) from None
     acc = ticket.meta.get("metrics", [{}])[-1].get("test_acc", float("nan"))
     console.print(f"ticket: {out / 'ticket.safetensors'}  sparsity "
                   f"{100 * ticket.mask.sparsity():.1f}%  test accuracy {acc:.2f}%")

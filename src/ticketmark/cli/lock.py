@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from ticketmark.cli.app import app
+from ticketmark.cli.options import ForceOpt, refuse_overwrite, ticket_files
 from ticketmark.errors import TicketmarkError
 
 # The choosers' names (ticketmark.ownership.lock loads torch; a test keeps them equal).
@@ -60,7 +61,8 @@ def lock(
     passphrase_env: str | None = typer.Option(None, "--passphrase-env", metavar="VAR",
                                               help="encrypt the key with the passphrase "
                                                    "in this environment variable"),
-    force: bool = typer.Option(False, "--force", help="overwrite an existing key file"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing key file or "
+                                                      "locked ticket"),
     seed: int = typer.Option(0, help="seed for paths, betweenness sampling and add-back"),
     data_dir: Path | None = typer.Option(None, help="dataset folder (saliency choosers)"),
     batches: int = typer.Option(4, help="batches of owner data the saliencies average"),
@@ -96,6 +98,7 @@ def lock(
     from ticketmark.io import load_ticket, save_ticket
     from ticketmark.ownership.lock import ChooserContext, choose, lock_ticket, write_key
 
+    refuse_overwrite(ticket_files(out), force)
     passphrase = _passphrase(passphrase_env)
     original = load_ticket(ticket)
     cctx = ChooserContext(original, seed=seed, data_dir=str(data_dir) if data_dir else None,
@@ -143,10 +146,14 @@ def lock_evaluate(
     merge_dirs: str | None = typer.Option(None, "--merge", help="instead of running, merge "
                                           "the results in these comma-separated folders "
                                           "(one grid split across processes) into --out"),
+    device: str | None = typer.Option(None, help="where to retrain: auto, cpu, cuda ... "
+                                                 "(default: the ticket's recipe)"),
+    force: bool = ForceOpt,
 ) -> None:
     """Retrain locked tickets per chooser and key size; write a table and a plot."""
     from ticketmark.ownership.lock.evaluate import EvalConfig, evaluate_lock, merge
 
+    refuse_overwrite([out / f"lock_eval.{ext}" for ext in ("csv", "md", "json", "png")], force)
     if merge_dirs:
         merge([d.strip() for d in merge_dirs.split(",") if d.strip()], out)
         print((out / "lock_eval.md").read_text(), end="")
@@ -159,7 +166,8 @@ def lock_evaluate(
     cfg = EvalConfig(methods=[m.strip() for m in methods.split(",") if m.strip()],
                      sizes=size_list, epochs=epochs, seed=seed, forge=forge,
                      forge_sizes=forge_list, noise=noise,
-                     data_dir=str(data_dir) if data_dir else None, batches=batches)
+                     data_dir=str(data_dir) if data_dir else None, batches=batches,
+                     device=device)
     evaluate_lock(ticket, out, cfg.validate())
     print((out / "lock_eval.md").read_text(), end="")
 
@@ -172,6 +180,7 @@ def unlock(
     passphrase_env: str | None = typer.Option(None, "--passphrase-env", metavar="VAR",
                                               help="environment variable holding the key's "
                                                    "passphrase"),
+    force: bool = ForceOpt,
 ) -> None:
     """Restore the original ticket from a locked one and its key, bit for bit."""
     if _same_file(ticket, out):
@@ -179,6 +188,7 @@ def unlock(
     from ticketmark.io import load_ticket, save_ticket
     from ticketmark.ownership.lock import read_key, unlock_ticket
 
+    refuse_overwrite(ticket_files(out), force)
     passphrase = _passphrase(passphrase_env)
     owner_key = read_key(key, passphrase)
     locked = load_ticket(ticket)

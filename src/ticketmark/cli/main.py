@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     except click_errors.ClickException as exc:
         _fail(exc.format_message())
     except typer.Exit as exc:
+        if exc.exit_code == 130 and isinstance(exc.__cause__, KeyboardInterrupt):
+            _fail("interrupted", 130)  # Typer turns Ctrl-C into a silent Exit(130)
         sys.exit(exc.exit_code)
     except typer.Abort:
         _fail("aborted", 130)

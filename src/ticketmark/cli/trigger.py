@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ticketmark.cli.app import app
+from ticketmark.cli.options import ForceOpt, refuse_overwrite, ticket_files
 from ticketmark.errors import TicketmarkError
 
 if TYPE_CHECKING:  # the trigger modules load torch: imported when a command runs
@@ -65,6 +66,7 @@ def embed_cmd(
     data_dir: Path | None = typer.Option(None, help="folder for datasets read from disk"),
     device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    force: bool = ForceOpt,
 ) -> None:
     """Train a key-derived trigger set into a ticket; write ticket, claim and seed."""
     from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
@@ -85,6 +87,8 @@ def embed_cmd(
     seed_path = seed_out or stem.with_name(stem.name + ".trigger-seed.json")
     if len({out_path.resolve(), claim_path.resolve(), seed_path.resolve()}) < 3:
         raise TicketmarkError("--out, --claim-out and --seed-out must be different files")
+    refuse_overwrite([*ticket_files(out_path), claim_path,
+                      *([seed_path] if folder is None else [])], force)
     cfg = EmbedConfig(size=size, ratio=ratio, epochs=epochs, lr=lr, avoid_natural=avoid_natural,
                       data_dir=str(data_dir) if data_dir else None, device=device).validate()
     if folder is not None:
@@ -116,6 +120,7 @@ def make_cmd(
     passphrase_env: str | None = typer.Option(None, help="environment variable holding the "
                                                          "key's passphrase"),
     data_dir: Path | None = typer.Option(None, help="folder for datasets read from disk"),
+    force: bool = ForceOpt,
 ) -> None:
     """Export a derived trigger set as an image folder with labels.txt."""
     from ticketmark.io import load_ticket
@@ -129,6 +134,7 @@ def make_cmd(
         raise TicketmarkError("give exactly one of --key or --seed-in")
     if size < 1:
         raise TicketmarkError(f"--size must be >= 1, got {size}")
+    refuse_overwrite([out / "labels.txt"], force)
     plain = load_ticket(ticket)
     if seed_in is not None:
         seed = load_seed(seed_in)[0]

@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from ticketmark.cli.app import app
+from ticketmark.cli.options import existing_report_file
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import atomic_write_json
 from ticketmark.ownership.claims import load_claim
@@ -22,6 +23,15 @@ VERIFIERS = {
     "signature": "ticketmark.ownership.signature.verify",
     "trigger": "ticketmark.ownership.trigger.verify",
 }
+# What each scheme writes into --report (the verifier names its pictures; keep in step).
+REPORT_FILES = {
+    "signature": ["verdict_signature.json", "signature.png"],
+    "trigger": ["verdict_trigger.json", "trigger_confusion.png"],
+}
+# The schemes' DEFAULT_THRESHOLD, spelled out so --help need not import the verifiers
+# (tests/test_cli_outputs.py checks that they agree). docs/verdicts.md says why they differ.
+THRESHOLD_HELP = ("p-value below which the claim holds (default: 1e-9 for a signature, "
+                  "1e-6 for a trigger set; see docs/verdicts.md)")
 
 
 def verify_claim(suspect: str, claim_path: Path, options: VerifyOptions) -> Verdict:
@@ -43,21 +53,35 @@ def verify(
     reveal: Path | None = typer.Option(None, help="the owner's reveal: trigger seed file, or "
                                                    "signature reveal (opens hidden bits)"),
     search: bool = typer.Option(False, "--search", help="signature: search all positions"),
-    threshold: float | None = typer.Option(None, help="p-value below which the claim holds"),
+    threshold: float | None = typer.Option(None, help=THRESHOLD_HELP),
     full_evidence: bool = typer.Option(False, "--full-evidence",
                                        help="signature: compute the search null even when "
                                             "the tag decodes (seconds on large models)"),
-    report: Path | None = typer.Option(None, "--report", help="folder for JSON + pictures"),
+    report: Path | None = typer.Option(None, "--report", help="folder for JSON + pictures "
+                                                             "(existing ones need --force)"),
     max_queries: int = typer.Option(10_000, help="endpoint: most inputs to query"),
     timeout: float = typer.Option(10.0, help="endpoint: seconds per request"),
     batch_size: int = typer.Option(50, help="endpoint: inputs per request"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="print every evidence field"),
+    force: bool = typer.Option(False, "--force", help="overwrite an earlier report"),
 ) -> None:
-    """Print a verdict (exit 0 OWNED, 1 otherwise) with its evidence."""
+    """Print a verdict (exit 0 OWNED, 1 otherwise) with its evidence.
+
+    OWNED: a validly signed claim and evidence beyond chance (a p-value below the threshold,
+    or for a signature the claimed tag decoded from the suspect). NOT OWNED: the evidence
+    is not there, or the claim is invalid. COULD NOT VERIFY: the suspect cannot be checked
+    against this claim (e.g. another architecture). docs/verdicts.md explains each.
+    """
+    # A report that cannot be written must not cost the verdict: verify first, print it,
+    # and only then name the report problem (one error line, exit 2).
+    problem = None
+    if report is not None:
+        scheme = load_claim(claim).scheme
+        problem = existing_report_file(report, REPORT_FILES.get(scheme, []), force)
     options = VerifyOptions(reference=reference, reveal=reveal, search=search,
                             threshold=threshold, full_evidence=full_evidence,
-                            report_dir=report, max_queries=max_queries,
-                            timeout=timeout, batch_size=batch_size)
+                            report_dir=report if problem is None else None,
+                            max_queries=max_queries, timeout=timeout, batch_size=batch_size)
     verdict = verify_claim(suspect, claim, options)
     print(f"{verdict.scheme}: {verdict.status} — {verdict.reason}")
     # Each scheme names the evidence that only breaks down its headline fields.
@@ -73,11 +97,11 @@ def verify(
         print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
     if hidden:
         print(f"  ({hidden} more fields with --verbose; all of them in the --report JSON)")
+    if problem is not None:
+        sys.stdout.flush()
+        raise TicketmarkError(f"{problem} (the verdict above was not saved)")
     if report is not None:
         atomic_write_json(report / f"verdict_{verdict.scheme}.json", verdict.to_json())
         print(f"  report: {report / f'verdict_{verdict.scheme}.json'}")
     sys.stdout.flush()
     raise typer.Exit(verdict.exit_code)
-
-
-

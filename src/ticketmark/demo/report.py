@@ -13,6 +13,27 @@ def _rel(out: Path, path: Path) -> str:
     return str(path.relative_to(out))
 
 
+def _copies_to_show(out: Path, summary: dict[str, Any], p_key: str) -> list[tuple[str, Path]]:
+    """The stolen copies whose pictures the report shows, each named as in the table: the
+    copy as released, and the one with the largest ``p_key`` (where the evidence thins)."""
+    from ticketmark.demo.story import DemoSettings, attack_plan, stolen_name
+
+    folders = {(label, strength): out / "verify" / stolen_name(kind, strength)
+               for label, strength, kind, _ in attack_plan(DemoSettings(**summary["settings"]))}
+    rows = [r for r in summary["robustness"] if (r["attack"], r["strength"]) in folders]
+    if not rows:
+        return []
+    picked = [rows[0]]
+    worst = max(rows, key=lambda r: r[p_key] if r[p_key] is not None else 0.0)
+    if worst is not rows[0]:
+        picked.append(worst)
+    return [(_copy_name(r), folders[(r["attack"], r["strength"])]) for r in picked]
+
+
+def _copy_name(row: dict[str, Any]) -> str:
+    return row["attack"] if row["strength"] == "-" else f"{row['attack']} {row['strength']}"
+
+
 def write_report_json(out: Path, summary: dict[str, Any]) -> Path:
     s = summary["settings"]
     rounds = json.loads((out / "find" / "summary.json").read_text())["rounds"]
@@ -23,10 +44,9 @@ def write_report_json(out: Path, summary: dict[str, Any]) -> Path:
     verdict = (f"Signature verified the owner on {owned_sig}/{len(rows)} stolen copies, the "
                f"trigger set on {owned_trig}/{len(rows)}; "
                f"{'every' if forged_ok else 'NOT every'} forged claim was rejected.")
-    first = sorted((out / "verify").iterdir())[0] if (out / "verify").is_dir() else None
-    stolen_dir = out / "verify" / "none_-"
-    stolen_dir = stolen_dir if stolen_dir.is_dir() else first
     sig, owner = summary["owner"]["signature"], summary["owner"]
+    sig_copies = _copies_to_show(out, summary, "signature p")
+    trig_copies = _copies_to_show(out, summary, "trigger p")
     sections = [
         {"title": "1. The ticket",
          "text": (f"IMP with rewinding to epoch {s['rewind_epoch']} on {s['model']} / "
@@ -50,20 +70,41 @@ def write_report_json(out: Path, summary: dict[str, Any]) -> Path:
                   f"by ewp paths and kept in the owner's key, as many random connections "
                   f"added back; its as-is accuracy is "
                   f"{summary['lock']['locked_as_is_acc']:.2f}%."),
-         "images": ([{"path": _rel(out, stolen_dir / "signature.png"),
-                      "caption": "connectivity of the signed layer (block outlined), the QR "
-                                 "read from the stolen copy, and the expected QR"}]
-                    if stolen_dir else [])},
+         "images": [{"path": _rel(out, folder / "signature.png"),
+                     "caption": f"Copy '{name}': connectivity of the signed layer "
+                                f"{sig['layer']} in this copy (dark = connected, the QR block "
+                                "outlined in red), the QR read from this copy (modules that "
+                                "differ marked with a red x) and the QR the claim expects."}
+                    for name, folder in sig_copies if (folder / "signature.png").is_file()]},
         {"title": "3. Robustness: the thief's attacks and the verdicts",
          "text": "Each row is one stolen copy. Signature: white-box, with the owner's "
                  "reference ticket to undo channel permutations; bits = QR modules that agree; "
                  "p = chance of that agreement. Trigger: black-box through an HTTP endpoint "
-                 "on 127.0.0.1; p = one-sided binomial test against 1/classes. Lock: share of "
-                 "the owner's key weights present in the copy.",
+                 "on 127.0.0.1; p = one-sided binomial test against 1/classes.",
          "table": rows,
-         "images": ([{"path": _rel(out, stolen_dir / "trigger_confusion.png"),
-                      "caption": "trigger set: expected vs the stolen copy's answers"}]
-                    if stolen_dir else [])},
+         "notes": [
+             "Thresholds: a signature claim holds when its tag decodes or p < 1e-9, a "
+             "trigger claim when p < 1e-6 (docs/verdicts.md says why they differ).",
+             "Reading very small p-values: a p-value such as 1e-100 is the tail of an "
+             "idealised chance model (independent modules or answers), computed exactly in "
+             "log space; real masks and models are not that independent, so read it as "
+             "'far beyond chance', compare it with the threshold, and do not read "
+             "the exponent literally or rank copies by it.",
+             "Lock column: how much of the owner's lock key is present in the copy. The "
+             "key is the set of weights the owner cut out of the release; a key weight "
+             "counts as present when the copy's weight at that position keeps at least "
+             "half of its original value with the same sign. 'locked (0% of key present)' "
+             "is the expected state of every stolen copy: the thief never had the key. A "
+             "few percent can appear by chance when an attack moves weights or lets pruned "
+             "ones grow back (channel permutation puts other channels' weights at the key's "
+             "positions; dense fine-tuning regrows pruned weights): that is not the key, and "
+             "below 50% the copy counts as locked.",
+         ],
+         "images": [img for name, folder in trig_copies for img in (
+             [{"path": _rel(out, folder / "trigger_confusion.png"),
+               "caption": f"Copy '{name}': its answers to the owner's trigger set (a→b = "
+                          "expected label → this copy's answer; green: match, red: miss)."}]
+             if (folder / "trigger_confusion.png").is_file() else [])]},
         {"title": "4. False claims and forgeries",
          "table": summary["forgeries"]},
     ]

@@ -81,6 +81,11 @@ def attack_plan(s: DemoSettings) -> list[tuple[str, str, str, dict[str, Any]]]:
     ]
 
 
+def stolen_name(kind: str, strength: str) -> str:
+    """File stem of a stolen copy (also the name of its folder under ``verify/``)."""
+    return f"{kind}_{strength}".replace("%", "pct").replace(" ", "_")
+
+
 def _step(n: int, total: int, title: str) -> None:
     console.rule(f"[bold]{n}/{total}  {title}")
 
@@ -104,7 +109,7 @@ def run_demo(out: str | Path, fast: bool = False, progress: bool = True) -> dict
                   f"{plain_acc:.2f}%")
 
     _step(2, total, "The owner's identity: an Ed25519 key pair")
-    priv_path, pub_path = keygen(out / "owner" / "owner")
+    priv_path, pub_path = keygen(out / "owner" / "owner", force=True)  # a fresh demo owner
     key = load_private_key(priv_path)
     console.print(f"{priv_path}, {pub_path}")
 
@@ -145,8 +150,7 @@ def run_demo(out: str | Path, fast: bool = False, progress: bool = True) -> dict
     _step(5, total, "The thief steals the released ticket and attacks it")
     stolen: list[tuple[str, str, Path, float]] = []
     for label, strength, kind, params in attack_plan(s):
-        name = f"{kind}_{strength}".replace("%", "pct").replace(" ", "_")
-        path = out / "stolen" / f"{name}.safetensors"
+        path = out / "stolen" / f"{stolen_name(kind, strength)}.safetensors"
         if kind == "none":
             ticket = locked
         else:
@@ -203,20 +207,38 @@ def _print_table(rows: list[dict[str, Any]], forgeries: list[dict[str, Any]]) ->
     table = Table(title="Verdicts on the stolen copies")
     for col in ("attack", "strength", "accuracy", "signature", "signature p", "trigger",
                 "trigger p", "lock"):
-        # p-values wrap rather than lose digits in a narrow terminal (1e-117 is not 0.1)
-        table.add_column(col, overflow="fold" if col.endswith(" p") else "ellipsis")
+        # A p-value is never cut or folded: "3.2e-10" above "6" reads as 3.2e-10, not
+        # 3.2e-106. In a narrow terminal the other columns give way instead.
+        if col.endswith(" p"):
+            table.add_column(col, no_wrap=True, min_width=8)
+        else:
+            table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(r["attack"], r["strength"], f"{r['accuracy']:.2f}", r["signature"],
                       _p(r["signature p"]), r["trigger"], _p(r["trigger p"]),
                       r["lock"].split(" ")[0])
-    console.print(table)
+    _print_wide(table)
     forged = Table(title="Forged claims")
     for col in ("forgery", "outcome", "why"):
         forged.add_column(col)
     for f in forgeries:
         why = f["why"] if len(f["why"]) <= 110 else f["why"][:107] + "..."
         forged.add_row(f["forgery"], f["outcome"], why)
-    console.print(forged)
+    _print_wide(forged)
+
+
+def _print_wide(table: Table) -> None:
+    """Print at the table's natural width when the output is a file or a pipe: nothing
+    there is narrower than a line, so nothing needs to wrap (a terminal keeps its width)."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    # Console.print never renders wider than its console, so print through a wider one
+    Console(file=console.file, width=max(console.width, natural)).print(table)
 
 
 def _modules(evidence: dict[str, Any]) -> int:

@@ -129,10 +129,15 @@ def save_ticket(path: str | Path, ticket: Ticket) -> Path:
 
 
 def load_ticket(path: str | Path) -> Ticket:
+    given = Path(path)
     path = resolve_ticket_path(path)
     side = path.with_suffix(".json")
     if not path.is_file():
-        raise TicketmarkError(f"no ticket at {path}")
+        if given.is_file():  # e.g. a key or claim given where a ticket was meant
+            raise TicketmarkError(f"{given} is not a ticket (a ticket is NAME.safetensors "
+                                  "with its NAME.json, or a run directory)")
+        looked = f" (looked for {path})" if path != given else ""
+        raise TicketmarkError(f"no ticket at {given}{looked}")
     if not side.is_file():
         raise TicketmarkError(f"{path} has no JSON sidecar ({side.name})")
     try:

@@ -13,9 +13,20 @@ from ticketmark.errors import TicketmarkError
 from ticketmark.io.atomic import atomic_write_bytes
 
 
-def keygen(out: str | Path, passphrase: str | None = None) -> tuple[Path, Path]:
-    """Write ``OUT.pem`` (private) and ``OUT.pub`` (public); return both paths."""
+def keygen(out: str | Path, passphrase: str | None = None, *,
+           force: bool = False) -> tuple[Path, Path]:
+    """Write ``OUT.pem`` (private) and ``OUT.pub`` (public); return both paths.
+
+    An existing key is never replaced unless ``force``: a private key overwritten by
+    mistake is gone, and with it every claim and trigger seed derived from it.
+    """
     out = Path(out)
+    priv_path, pub_path = out.with_name(out.name + ".pem"), out.with_name(out.name + ".pub")
+    if not force:
+        for p in (priv_path, pub_path):
+            if p.exists():
+                raise TicketmarkError(f"{p} exists; overwriting a key loses it for good "
+                                      "(pass --force to replace it)")
     key = Ed25519PrivateKey.generate()
     enc: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase.encode()) if passphrase
@@ -24,11 +35,8 @@ def keygen(out: str | Path, passphrase: str | None = None) -> tuple[Path, Path]:
     priv = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
     pub = key.public_key().public_bytes(serialization.Encoding.PEM,
                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-    priv_path, pub_path = out.with_name(out.name + ".pem"), out.with_name(out.name + ".pub")
-    atomic_write_bytes(priv_path, priv)
-    priv_path.chmod(0o600)
-    atomic_write_bytes(pub_path, pub)
-    pub_path.chmod(0o644)  # meant to be published
+    atomic_write_bytes(priv_path, priv, secret=True)
+    atomic_write_bytes(pub_path, pub)  # meant to be published
     return priv_path, pub_path
 
 

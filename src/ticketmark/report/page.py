@@ -1,9 +1,10 @@
 """One self-contained HTML page (images inlined as base64 PNG) and the same as Markdown.
 
 The page is rendered from ``RUN/report.json``: a title, a verdict line and a list of
-sections, each with optional text, a table (list of row dicts) and images (paths relative
-to the run directory). Whoever runs the story (the demo, a script) writes that JSON; this
-module only renders it, so a report can be rebuilt from a finished run at any time.
+sections, each with optional text, a table (list of row dicts), notes on reading the table
+and images (paths relative to the run directory). Whoever runs the story (the demo, a
+script) writes that JSON; this module only renders it, so a report can be rebuilt from a
+finished run at any time.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ticketmark.errors import TicketmarkError
 from ticketmark.io.atomic import atomic_write_text
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1400px;
 color:#1d2430;padding:0 1rem}
 h1{font-size:1.6rem}h2{font-size:1.2rem;border-bottom:1px solid #dde;padding-bottom:.2rem;
 margin-top:2rem}
@@ -29,11 +30,21 @@ th,td{border:1px solid #ccd;padding:.25rem .5rem;text-align:left}
 th{background:#f0f2f7}
 td.OWNED{background:#dff3e3}td.NOT-OWNED{background:#fbe3e3}
 td.COULD-NOT-VERIFY{background:#fff2cc}
-figure{display:inline-block;margin:.5rem 1rem .5rem 0;vertical-align:top}
-figure img{max-width:520px;border:1px solid #eee}
-figcaption{font-size:.8rem;color:#556}
+figure{display:block;margin:.8rem 0 1.2rem;overflow-x:auto}
+figure img{display:block;max-width:100%;height:auto;border:1px solid #eee;cursor:zoom-in}
+figure img.zoom{max-width:none;cursor:zoom-out}
+figcaption{font-size:.85rem;color:#445;max-width:75rem;margin-top:.3rem}
+figcaption::after{content:" (click the picture for its full size)";color:#889}
+td{font-variant-numeric:tabular-nums}td.num{white-space:nowrap}
+.note{font-size:.85rem;color:#445;background:#f7f8fb;padding:.5rem .8rem;max-width:75rem}
 .verdict{font-size:1.05rem;padding:.6rem .8rem;background:#eef4ff;border-left:4px solid #3b7dd8}
 """
+
+
+# Figures fit the page width; a click shows one at its natural size (scroll sideways).
+_ZOOM_SCRIPT = ("<script>document.querySelectorAll('figure img').forEach(function(i){"
+                "i.addEventListener('click',function(){i.classList.toggle('zoom')})})"
+                "</script>")
 
 
 def fmt(value: Any) -> str:
@@ -52,6 +63,8 @@ def fmt(value: Any) -> str:
 
 
 def _cell_class(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "num"  # never broken across lines: 3.2e-10 above 6 would read as 3.2e-10
     text = str(value)
     return text.replace(" ", "-") if text in {"OWNED", "NOT OWNED", "COULD NOT VERIFY"} else ""
 
@@ -116,13 +129,16 @@ def render_report(run: str | Path, out: str | Path | None = None) -> tuple[Path,
         if section.get("table"):
             parts.append(_html_table(section["table"]))
             md += [_md_table(section["table"]), ""]
+        for note in section.get("notes", []):  # how to read the table, under it
+            parts.append(f"<p class='note'>{html.escape(note)}</p>")
+            md += [note, ""]
         for image in section.get("images", []):
             parts.append(_img_tag(run, image))
             rel = (run / image["path"]).resolve()
             with contextlib.suppress(ValueError):
                 rel = rel.relative_to(out_dir.resolve())
             md += [f"![{image.get('caption', '')}]({rel})", ""]
-    parts.append("</body></html>")
+    parts.append(_ZOOM_SCRIPT + "</body></html>")
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
     atomic_write_text(html_path, "\n".join(parts))
     atomic_write_text(md_path, "\n".join(md))

@@ -55,6 +55,7 @@ class EvalConfig:
     noise: bool = True  # retrain the original with a second seed for the noise scale
     data_dir: str | None = None
     batches: int = 4
+    device: str | None = None  # None: the ticket's recipe (train.device)
 
     def validate(self) -> EvalConfig:
         unknown = [m for m in self.methods if m not in CHOOSERS]
@@ -104,6 +105,8 @@ def evaluate_lock(ticket_path: str | Path, out_dir: str | Path, cfg: EvalConfig,
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
     out = Path(out_dir)
     ticket = load_ticket(ticket_path)
+    if cfg.device is not None:  # the recipe's device, overridden for every retraining
+        ticket.meta["train"] = {**(ticket.meta.get("train") or {}), "device": cfg.device}
     data = load_dataset(ticket.dataset, cfg.data_dir)
     total = ticket.mask.count()
     tcfg = train_config(ticket, cfg.epochs, cfg.seed)

@@ -176,7 +176,7 @@ def unseal(data: bytes, passphrase: str | None, source: str) -> bytes:
 
 
 def write_key(path: str | Path, key: LockKey, passphrase: str | None = None) -> Path:
-    atomic_write_bytes(path, seal(key.to_bytes(), passphrase))
+    atomic_write_bytes(path, seal(key.to_bytes(), passphrase), secret=True)
     return Path(path)
 
 

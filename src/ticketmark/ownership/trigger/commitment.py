@@ -39,8 +39,7 @@ def save_seed(path: str | Path, seed: bytes, excluded: list[int]) -> Path:
     """Write the revealable secret (owner-only permissions until the day it is revealed)."""
     path = Path(path)
     atomic_write_json(path, {"format": SEED_FORMAT, "kind": "derived", "seed": seed.hex(),
-                             "excluded": sorted(int(i) for i in excluded)})
-    path.chmod(0o600)
+                             "excluded": sorted(int(i) for i in excluded)}, secret=True)
     return path
 
 

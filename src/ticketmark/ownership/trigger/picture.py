@@ -1,7 +1,9 @@
 """The confusion strip: every queried trigger, framed green (match) or red (miss).
 
 A reader sees at a glance whether the suspect answers the trigger set like the owner's
-model (a wall of green) or like chance (about one green in ``classes``).
+model (a wall of green) or like chance (about one green in ``classes``). Cells are large
+enough, and the ``a→b`` labels set in a size, to be read at the picture's natural size;
+a legend under the grid says what ``a→b`` means, so the picture stands on its own.
 
 The triggers are tiled into one RGB mosaic drawn by a single ``imshow``: one matplotlib
 panel per trigger cost about 3.5 s per picture (a hundred ``add_subplot`` calls with their
@@ -23,6 +25,10 @@ _TILE = 32  # pixels a trigger is enlarged to (nearest neighbour, whole multiple
 _FRAME = 3  # frame width in mosaic pixels
 _BAND = 14  # room under each tile for its "label→answer" caption
 _GAP = 5
+LEGEND = ("Each cell is one trigger input. a→b: a = the label the owner's trigger set "
+          "assigns to it, b = the suspect's answer.\nGreen frame: the suspect answered a "
+          "(a match); red frame: it did not. A model never trained on the set matches "
+          "about one cell in the number of classes.")
 
 
 def _rgb(hex_color: str) -> np.ndarray:
@@ -54,30 +60,31 @@ def _mosaic(x: np.ndarray, ok: np.ndarray, per_row: int, rows: int
 
 
 def confusion_strip(x: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
-                    path: str | Path, title: str, per_row: int = 20) -> Path:
+                    path: str | Path, title: str, per_row: int = 10) -> Path:
     labels, predicted = np.asarray(labels), np.asarray(predicted)
     n = len(labels)
     per_row = max(1, min(per_row, n)) if n else max(1, per_row)
     rows = max(1, -(-n // per_row))
     ok = labels == predicted
     canvas, ch, cw, th = _mosaic(np.asarray(x), ok, per_row, rows)
-    scale = 1.4 / 110  # inches per mosaic pixel at the saved dpi: a little enlarged
+    scale = 2.3 / 110  # inches per mosaic pixel: cells of ~100 px, 10 pt labels readable
     fig, ax = plt.subplots(figsize=(max(canvas.shape[1] * scale, 4.5),
-                                    canvas.shape[0] * scale + 0.9))
+                                    canvas.shape[0] * scale + 1.6))
     ax.imshow(canvas, interpolation="nearest")
     ax.axis("off")
     for i in range(n):
         r, c = divmod(i, per_row)
         ax.text(c * cw + (cw - _GAP) / 2, r * ch + th + _BAND / 2, f"{labels[i]}→{predicted[i]}",
-                ha="center", va="center", fontsize=7, color=MATCH if ok[i] else MISS)
+                ha="center", va="center", fontsize=10, color=MATCH if ok[i] else MISS)
     fig.legend(handles=[Patch(facecolor=MATCH, label="match: suspect answers the trigger's "
                                                      "label"),
                         Patch(facecolor=MISS, label="miss"),
                         Patch(facecolor="white", edgecolor="grey",
                               label="a→b: trigger label a, suspect's answer b")],
-               loc="lower center", ncol=3, fontsize=7, frameon=False,
-               bbox_to_anchor=(0.5, 0.0))
-    fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.45 / fig.get_figheight(),
-                        bottom=0.4 / fig.get_figheight())
+               loc="lower center", ncol=3, fontsize=9, frameon=False,
+               bbox_to_anchor=(0.5, 0.45 / fig.get_figheight()))
+    fig.text(0.5, 0.005, LEGEND, ha="center", va="bottom", fontsize=9, wrap=True)
+    fig.suptitle(title, fontsize=12)
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.5 / fig.get_figheight(),
+                        bottom=1.1 / fig.get_figheight())
     return save_figure(fig, path)

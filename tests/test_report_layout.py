@@ -1,0 +1,78 @@
+"""The report and the demo's table, as a reader meets them (fast: no training).
+
+The rendered page itself is checked in headless Chromium by the slow
+``tests/test_demo.py::test_report_renders_in_headless_chromium``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import numpy as np
+from PIL import Image
+from rich.console import Console
+
+from ticketmark.ownership.trigger.picture import confusion_strip
+from ticketmark.report.page import render_report
+
+
+def test_figures_are_not_capped_and_open_at_full_size(tmp_path):
+    Image.new("RGB", (1300, 400), "white").save(tmp_path / "wide.png")
+    (tmp_path / "report.json").write_text(json.dumps({
+        "title": "t", "sections": [{
+            "title": "s", "table": [{"a": 1.0}], "notes": ["how to read the table"],
+            "images": [{"path": "wide.png", "caption": "Copy 'x': a wide figure"}]}]}))
+    html_path, md_path = render_report(tmp_path)
+    page = html_path.read_text()
+    assert "520px" not in page
+    assert re.search(r"figure img\{[^}]*max-width:100%", page)  # fits the page width...
+    assert "classList.toggle('zoom')" in page and "img.zoom{max-width:none" in page  # ...or not
+    assert "<p class='note'>how to read the table</p>" in page
+    assert '<td class="num">1.00</td>' in page and "td.num{white-space:nowrap}" in page
+    assert "how to read the table" in md_path.read_text()
+
+
+def test_trigger_strip_is_legible_at_natural_size(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 100)
+    answers = np.where(rng.random(100) < 0.5, labels, (labels + 1) % 10)
+    path = confusion_strip(rng.random((100, 1, 8, 8)), labels, answers, tmp_path / "s.png",
+                           "50/100 triggers match")
+    width, height = Image.open(path).size
+    # 10 cells a row at >= 90 px each (their 10 pt a→b labels ~15 px tall), a legend below
+    assert width >= 900 and height >= 900, (width, height)
+    from ticketmark.ownership.trigger.picture import LEGEND
+
+    assert "a→b" in LEGEND and "suspect's answer" in LEGEND
+
+
+def test_demo_table_keeps_p_values_whole_when_redirected(monkeypatch):
+    from ticketmark.demo import story
+
+    buf = io.StringIO()
+    monkeypatch.setattr(story, "console", Console(file=buf, width=80, force_terminal=False))
+    row = {"attack": "fine-tune (thief data)", "strength": "3 ep", "accuracy": 96.3,
+           "signature": "NOT OWNED", "signature p": 3.2e-106, "trigger": "OWNED",
+           "trigger p": 1.0e-70, "lock": "locked (0% of key present)"}
+    story._print_table([row] * 3, [{"forgery": "f", "outcome": "rejected / owner wins",
+                                    "why": "w"}])
+    lines = buf.getvalue().splitlines()
+    rows = [ln for ln in lines if "3.2e-106" in ln]
+    assert len(rows) == 3 and all("1.0e-70" in ln for ln in rows), buf.getvalue()
+    assert all("fine-tune (thief data)" in ln for ln in rows)  # nothing folded either
+
+
+def test_demo_table_in_a_narrow_terminal_still_keeps_p_values_whole(monkeypatch):
+    from ticketmark.demo import story
+
+    buf = io.StringIO()
+    monkeypatch.setattr(story, "console", Console(file=buf, width=70, force_terminal=True,
+                                                  color_system=None))
+    row = {"attack": "prune", "strength": "70%", "accuracy": 58.2, "signature": "NOT OWNED",
+           "signature p": 1.5e-7, "trigger": "OWNED", "trigger p": 2.2e-119,
+           "lock": "locked (0% of key present)"}
+    story._print_table([row], [])
+    text = buf.getvalue()
+    assert "1.5e-07" in text and "2.2e-119" in text, text
