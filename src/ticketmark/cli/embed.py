@@ -10,8 +10,8 @@ import typer
 
 from ticketmark.cli.app import app
 from ticketmark.errors import TicketmarkError
-from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
-from ticketmark.ownership.claims import save_claim
+from ticketmark.io import Ticket, load_ticket, resolve_ticket_path, save_ticket
+from ticketmark.ownership.claims import Claim, save_claim
 from ticketmark.ownership.keys import load_private_key
 from ticketmark.ownership.signature import EmbedOptions, embed_signature
 
@@ -24,6 +24,20 @@ def default_out(ticket: Path) -> Path:
 def claim_path_for(out: Path) -> Path:
     p = resolve_ticket_path(out)
     return p.with_name(p.stem + ".signature.claim.json")
+
+
+def save_signed_pair(out: Path, ticket: Ticket, claim_out: Path, claim: Claim) -> None:
+    """Claim first, then the ticket: a kill in between never leaves a ticket without its
+    claim (a claim without its ticket is harmless: nothing was released), and a failure to
+    write the ticket takes the new claim back out."""
+    existed = claim_out.exists()
+    save_claim(claim_out, claim)
+    try:
+        save_ticket(out, ticket)
+    except BaseException:
+        if not existed:
+            claim_out.unlink(missing_ok=True)
+        raise
 
 
 @app.command()
@@ -63,8 +77,7 @@ def embed(
                         floor_quantile=floor_quantile,
                         data_dir=str(data_dir) if data_dir else None, progress=not quiet)
     result = embed_signature(original, private, message, opts)
-    save_ticket(out_path, result.ticket)
-    save_claim(claim_out, result.claim)
+    save_signed_pair(out_path, result.ticket, claim_out, result.claim)
     s = result.summary
     print(  # the command's result goes to stdout; progress and notes go to stderr
         f"signature {s['tag']} (QR version {s['qr_version']}, mask {s['qr_mask']}) in "

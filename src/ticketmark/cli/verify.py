@@ -48,7 +48,9 @@ def verify(
                                             "the tag decodes (seconds on large models)"),
     report: Path | None = typer.Option(None, "--report", help="folder for JSON + pictures"),
     max_queries: int = typer.Option(10_000, help="endpoint: most inputs to query"),
-    timeout: float = typer.Option(10.0, help="endpoint: seconds per request"),
+    timeout: float = typer.Option(10.0, help="endpoint: seconds per connect, send or read"),
+    deadline: float = typer.Option(300.0, help="endpoint: seconds for all queries together "
+                                               "(then COULD NOT VERIFY)"),
     batch_size: int = typer.Option(50, help="endpoint: inputs per request"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="print every evidence field"),
 ) -> None:
@@ -56,7 +58,7 @@ def verify(
     options = VerifyOptions(reference=reference, reveal=reveal, search=search,
                             threshold=threshold, full_evidence=full_evidence,
                             report_dir=report, max_queries=max_queries,
-                            timeout=timeout, batch_size=batch_size)
+                            timeout=timeout, batch_size=batch_size, deadline=deadline)
     verdict = verify_claim(suspect, claim, options)
     print(f"{verdict.scheme}: {verdict.status} — {verdict.reason}")
     # Each scheme names the evidence that only breaks down its headline fields.
