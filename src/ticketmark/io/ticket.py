@@ -236,15 +236,15 @@ def load_ticket(path: str | Path) -> Ticket:
     meta = read_json(side, "ticket sidecar", MAX_SIDECAR_BYTES)
     model, dataset, dims = _parse_sidecar(meta, side)
     blob = read_bytes_limited(path, MAX_TICKET_BYTES, "ticket")
+    try:
+        tensors = load(blob)
+    except (SafetensorError, ValueError, OSError, RuntimeError, TypeError) as exc:
+        raise TicketmarkError(f"{path} is not a readable safetensors file ({exc})") from None
     recorded = meta.get("weights_sha256")
     if recorded is not None and recorded != hashlib.sha256(blob).hexdigest():
         raise TicketmarkError(f"{path} does not match its sidecar {side.name} (the weights' "
                               "SHA-256 differs: the pair was not written together; restore "
                               "both files or save the ticket again)")
-    try:
-        tensors = load(blob)
-    except (SafetensorError, ValueError, OSError, RuntimeError, TypeError) as exc:
-        raise TicketmarkError(f"{path} is not a readable safetensors file ({exc})") from None
     with torch.device("meta"):
         skeleton = build_model(model, *dims)
     _check_tensors(path, tensors, skeleton)

@@ -108,9 +108,15 @@ class _Deadline:
 class _DeadlineReader(io.RawIOBase):
     """Socket reads that each wait at most min(timeout, time left before the deadline)."""
 
-    def __init__(self, sock: socket.socket, deadline: _Deadline, timeout: float):
+    def __init__(self, sock: socket.socket, deadline: _Deadline, timeout: float,
+                 plain: io.IOBase):
         super().__init__()
         self._sock, self._deadline, self._timeout = sock, deadline, timeout
+        self._plain = plain  # http.client's own reader: holds the socket open until closed
+
+    def close(self) -> None:
+        self._plain.close()
+        super().close()
 
     def readable(self) -> bool:
         return True
@@ -127,8 +133,7 @@ class _Response(http.client.HTTPResponse):
     def __init__(self, sock: socket.socket, *args: Any, deadline: _Deadline, timeout: float,
                  **kwargs: Any):
         super().__init__(sock, *args, **kwargs)
-        self.fp.close()  # drop the plain reader http.client made; read through the deadline
-        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline, timeout))
+        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline, timeout, self.fp))
 
 
 def _post(endpoint: Endpoint, payload: bytes, timeout: float, deadline: _Deadline) -> bytes:
