@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -12,6 +13,10 @@ from ticketmark.cli.app import app
 from ticketmark.cli.options import ForceOpt, refuse_overwrite, ticket_files
 from ticketmark.errors import TicketmarkError
 from ticketmark.ownership.claims import save_claim
+
+if TYPE_CHECKING:  # loads torch: imported when the command runs
+    from ticketmark.io import Ticket
+    from ticketmark.ownership.claims import Claim
 from ticketmark.ownership.keys import load_private_key
 
 
@@ -34,6 +39,20 @@ def reveal_path_for(out: Path) -> Path:
 
     p = resolve_ticket_path(out)
     return p.with_name(p.stem + ".signature.reveal.json")
+def save_signed_pair(out: Path, ticket: Ticket, claim_out: Path, claim: Claim) -> None:
+    """Claim first, then the ticket: a kill in between never leaves a ticket without its
+    claim (a claim without its ticket is harmless: nothing was released), and a failure to
+    write the ticket takes the new claim back out."""
+    from ticketmark.io import save_ticket
+
+    existed = claim_out.exists()
+    save_claim(claim_out, claim)
+    try:
+        save_ticket(out, ticket)
+    except BaseException:
+        if not existed:
+            claim_out.unlink(missing_ok=True)
+        raise
 
 
 @app.command()
@@ -67,7 +86,7 @@ def embed(
     force: bool = ForceOpt,
 ) -> None:
     """Embed a signature: QR code in a layer's connectivity, retrain, write a signed claim."""
-    from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
+    from ticketmark.io import load_ticket, resolve_ticket_path
     from ticketmark.ownership.signature import EmbedOptions, embed_signature
     from ticketmark.ownership.signature.hidden import save_reveal
 
@@ -91,10 +110,9 @@ def embed(
                         floor_quantile=floor_quantile, hidden_bits=hidden_bits,
                         data_dir=str(data_dir) if data_dir else None, progress=not quiet)
     result = embed_signature(original, private, message, opts)
-    save_ticket(out_path, result.ticket)
-    save_claim(claim_out, result.claim)
-    if result.reveal is not None:
+    if result.reveal is not None:  # the secret first: a claim never goes out without it
         save_reveal(reveal_file, result.reveal)
+    save_signed_pair(out_path, result.ticket, claim_out, result.claim)
     s = result.summary
     print(  # the command's result goes to stdout; progress and notes go to stderr
         f"signature {s['tag']} (QR version {s['qr_version']}, mask {s['qr_mask']}) in "

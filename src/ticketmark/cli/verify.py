@@ -60,7 +60,9 @@ def verify(
     report: Path | None = typer.Option(None, "--report", help="folder for JSON + pictures "
                                                              "(existing ones need --force)"),
     max_queries: int = typer.Option(10_000, help="endpoint: most inputs to query"),
-    timeout: float = typer.Option(10.0, help="endpoint: seconds per request"),
+    timeout: float = typer.Option(10.0, help="endpoint: seconds per connect, send or read"),
+    deadline: float = typer.Option(300.0, help="endpoint: seconds for all queries together "
+                                               "(then COULD NOT VERIFY)"),
     batch_size: int = typer.Option(50, help="endpoint: inputs per request"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="print every evidence field"),
     force: bool = typer.Option(False, "--force", help="overwrite an earlier report"),
@@ -81,7 +83,8 @@ def verify(
     options = VerifyOptions(reference=reference, reveal=reveal, search=search,
                             threshold=threshold, full_evidence=full_evidence,
                             report_dir=report if problem is None else None,
-                            max_queries=max_queries, timeout=timeout, batch_size=batch_size)
+                            max_queries=max_queries, timeout=timeout, batch_size=batch_size,
+                            deadline=deadline)
     verdict = verify_claim(suspect, claim, options)
     print(f"{verdict.scheme}: {verdict.status} — {verdict.reason}")
     # Each scheme names the evidence that only breaks down its headline fields.

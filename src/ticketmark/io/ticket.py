@@ -2,7 +2,13 @@
 
 File layout: ``NAME.safetensors`` holds tensors under the prefixes ``state.`` (the trained
 state dict, buffers included), ``mask.`` and ``rewind.``; ``NAME.json`` beside it holds
-the architecture, dataset, sparsity, metrics and the history of what was done to it.
+the architecture, dataset, sparsity, metrics and the history of what was done to it, and
+the SHA-256 of the safetensors file, so a pair torn apart (a kill between the two renames,
+a copy of one file only) is refused instead of read with the wrong metadata.
+
+Tickets arrive from thieves too: ``load_ticket`` checks every sidecar field by type and
+range and every tensor against the architecture (built on the meta device, so a sidecar
+claiming 10**12 classes allocates nothing) before building the model.
 """
 
 from __future__ import annotations
@@ -20,8 +26,17 @@ from torch import nn
 
 from ticketmark import __version__
 from ticketmark.errors import TicketmarkError
-from ticketmark.io.atomic import atomic_write_bytes, atomic_write_json
-from ticketmark.models import build_model
+from ticketmark.io.atomic import atomic_write_group
+from ticketmark.io.untrusted import (
+    check_float,
+    check_int,
+    check_list_of_dicts,
+    check_str,
+    read_bytes_limited,
+    read_json,
+    show,
+)
+from ticketmark.models import MODELS, build_model
 from ticketmark.sparsity.mask import Mask
 
 FORMAT = "ticketmark-ticket/1"
@@ -103,12 +118,22 @@ def resolve_ticket_path(path: str | Path) -> Path:
     return p
 
 
+MAX_TICKET_BYTES = 4 * 1024**3  # the whole file is read (and hashed) into memory
+MAX_SIDECAR_BYTES = 16 * 1024**2
+# Wide enough for any dataset ticketmark trains on, narrow enough that no arithmetic on
+# them overflows; the tensors in the file decide the rest (see ``_check_tensors``).
+DIM_RANGES = {"in_channels": (1, 4096), "num_classes": (1, 1_000_000), "image_size": (1, 8192)}
+_PREFIXES = ("state.", "mask.", "rewind.")
+
+
 def save_ticket(path: str | Path, ticket: Ticket) -> Path:
+    """Write NAME.safetensors and NAME.json as a pair (see ``atomic_write_group``)."""
     path = resolve_ticket_path(path)
     tensors = {f"state.{k}": v.contiguous() for k, v in ticket.state.items()}
     tensors |= {f"mask.{k}": v.to(torch.uint8).contiguous() for k, v in ticket.mask.items()}
     if ticket.rewind is not None:
         tensors |= {f"rewind.{k}": v.contiguous() for k, v in ticket.rewind.items()}
+    blob = save(tensors, metadata={"format": FORMAT})
     # Derived fields come last so stale copies carried in ``meta`` never override them.
     sidecar = {
         **ticket.meta,
@@ -122,13 +147,86 @@ def save_ticket(path: str | Path, ticket: Ticket) -> Path:
         "sparsity": ticket.mask.sparsity(),
         "layer_density": ticket.mask.layer_density(),
         "fingerprint": ticket.fingerprint(),
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
     }
-    atomic_write_bytes(path, save(tensors, metadata={"format": FORMAT}))
-    atomic_write_json(path.with_suffix(".json"), sidecar)
+    text = json.dumps(sidecar, indent=2, sort_keys=True) + "\n"
+    atomic_write_group({path: blob, path.with_suffix(".json"): text.encode()})
     return path
 
 
+def _parse_sidecar(meta: Any, side: Path) -> tuple[str, str, tuple[int, int, int]]:
+    """Model, dataset and dimensions from a sidecar, every field checked by type and range."""
+    src = str(side)
+    if not isinstance(meta, dict):
+        raise TicketmarkError(f"{side} is not a ticket sidecar (not a JSON object)")
+    if meta.get("format") != FORMAT:
+        raise TicketmarkError(f"{side} has format {show(meta.get('format'))}, expected "
+                              f"{FORMAT!r}")
+    for key in ("model", "dataset", "in_channels", "num_classes", "image_size"):
+        if key not in meta:
+            raise TicketmarkError(f"{side} is not a ticket sidecar (no {key!r})")
+    model = check_str(meta["model"], "model", src, 100)
+    if model not in MODELS:
+        raise TicketmarkError(f"{side}: unknown model {show(model)} (known: "
+                              f"{', '.join(MODELS)})")
+    dataset = check_str(meta["dataset"], "dataset", src, 1000)
+    dims = tuple(check_int(meta[k], k, lo, hi, src) for k, (lo, hi) in DIM_RANGES.items())
+    for key in ("metrics", "history"):
+        if key in meta:
+            check_list_of_dicts(meta[key], key, src)
+    for entry in meta.get("metrics", []):
+        if entry.get("test_acc") is not None:
+            check_float(entry["test_acc"], "metrics test_acc", -1e9, 1e9, src)
+    if meta.get("train") is not None and not isinstance(meta["train"], dict):
+        raise TicketmarkError(f"{side}: train must be an object, got {show(meta['train'])}")
+    if meta.get("rewind_epoch") is not None:
+        check_int(meta["rewind_epoch"], "rewind_epoch", 0, 1_000_000, src)
+    return model, dataset, dims  # type: ignore[return-value]
+
+
+def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], skeleton: nn.Module) -> None:
+    """The file's tensors against the architecture the sidecar names, before building it.
+
+    ``skeleton`` lives on the meta device: its shapes cost no memory, so a sidecar that
+    claims 10**12 classes fails here instead of allocating terabytes.
+    """
+    for key in tensors:
+        if not key.startswith(_PREFIXES):
+            raise TicketmarkError(f"{path}: unexpected tensor {show(key)} (a ticket holds only "
+                                  "state., mask. and rewind. tensors)")
+    expected = skeleton.state_dict()
+    params = dict(skeleton.named_parameters())
+    for prefix in ("state.", "rewind."):
+        group = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if prefix == "rewind." and not group:
+            continue
+        missing, unexpected = sorted(set(expected) - set(group)), sorted(set(group) - set(expected))
+        if missing or unexpected:
+            raise TicketmarkError(f"{path}: {prefix[:-1]} weights do not match the "
+                                  f"architecture (missing {missing[:3]}, unexpected "
+                                  f"{[show(u) for u in unexpected[:3]]})")
+        for k, v in group.items():
+            if v.shape != expected[k].shape:
+                raise TicketmarkError(f"{path}: weight {k} has shape {tuple(v.shape)}, "
+                                      f"expected {tuple(expected[k].shape)}")
+            if v.dtype.is_floating_point != expected[k].dtype.is_floating_point \
+                    or v.dtype.is_complex:
+                raise TicketmarkError(f"{path}: weight {k} has dtype {v.dtype}, expected "
+                                      f"{expected[k].dtype}")
+    for k, v in tensors.items():
+        if not k.startswith("mask."):
+            continue
+        name = k[len("mask."):]
+        if name not in params or params[name].shape != v.shape:
+            raise TicketmarkError(f"{path}: mask {show(name)} of shape {tuple(v.shape)} "
+                                  "matches no weight of the architecture")
+        if v.dtype != torch.bool and (v.dtype.is_complex or not bool(((v == 0) | (v == 1)).all())):
+            raise TicketmarkError(f"{path}: mask {name} holds values other than 0 and 1 "
+                                  "(a mask says kept or pruned, nothing else)")
+
+
 def load_ticket(path: str | Path) -> Ticket:
+    """Read a ticket pair, refusing anything malformed with one line (never a traceback)."""
     given = Path(path)
     path = resolve_ticket_path(path)
     side = path.with_suffix(".json")
@@ -140,18 +238,21 @@ def load_ticket(path: str | Path) -> Ticket:
         raise TicketmarkError(f"no ticket at {given}{looked}")
     if not side.is_file():
         raise TicketmarkError(f"{path} has no JSON sidecar ({side.name})")
+    meta = read_json(side, "ticket sidecar", MAX_SIDECAR_BYTES)
+    model, dataset, dims = _parse_sidecar(meta, side)
+    blob = read_bytes_limited(path, MAX_TICKET_BYTES, "ticket")
     try:
-        tensors = load(path.read_bytes())
-    except (SafetensorError, ValueError, OSError) as exc:
+        tensors = load(blob)
+    except (SafetensorError, ValueError, OSError, RuntimeError, TypeError) as exc:
         raise TicketmarkError(f"{path} is not a readable safetensors file ({exc})") from None
-    try:
-        meta = json.loads(side.read_text())
-        model, dataset = str(meta["model"]), str(meta["dataset"])
-        dims = int(meta["in_channels"]), int(meta["num_classes"]), int(meta["image_size"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise TicketmarkError(f"{side} is not a ticket sidecar ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise TicketmarkError(f"{side} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    recorded = meta.get("weights_sha256")
+    if recorded is not None and recorded != hashlib.sha256(blob).hexdigest():
+        raise TicketmarkError(f"{path} does not match its sidecar {side.name} (the weights' "
+                              "SHA-256 differs: the pair was not written together; restore "
+                              "both files or save the ticket again)")
+    with torch.device("meta"):
+        skeleton = build_model(model, *dims)
+    _check_tensors(path, tensors, skeleton)
 
     def group(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -161,8 +262,8 @@ def load_ticket(path: str | Path) -> Ticket:
                     rewind=rewind, meta={k: v for k, v in meta.items()
                                          if k not in {"model", "dataset", "in_channels",
                                                       "num_classes", "image_size"}})
-    probe = ticket.build()  # validates shapes against the architecture
     # safetensors sorts keys; restore the model's forward order, which the lock walks.
-    order = [n for n, _ in probe.named_parameters() if n in ticket.mask]
+    order = [n for n, _ in skeleton.named_parameters() if n in ticket.mask]
     ticket.mask = Mask({n: ticket.mask[n] for n in order})
+    ticket.build()  # the real module: loads the (already checked) weights
     return ticket

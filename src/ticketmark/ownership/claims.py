@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ticketmark import __version__
 from ticketmark.errors import TicketmarkError
 from ticketmark.io.atomic import atomic_write_json
+from ticketmark.io.untrusted import check_str, read_json, show
 from ticketmark.ownership.keys import public_key_b64, public_key_from_b64
 
 CLAIM_FORMAT = "ticketmark-claim/1"
@@ -41,7 +42,10 @@ class Claim:
 
     @property
     def params(self) -> dict[str, Any]:
-        return dict(self.body.get("params", {}))
+        params = self.body.get("params", {})
+        if not isinstance(params, dict):  # load_claim refuses these; hand-built claims too
+            raise TicketmarkError(f"claim params must be an object, got {show(params)}")
+        return dict(params)
 
     @property
     def public_key(self) -> str:
@@ -51,7 +55,7 @@ class Claim:
         try:
             key = public_key_from_b64(self.public_key)
             key.verify(base64.b64decode(self.signature, validate=True), canonical(self.body))
-        except (InvalidSignature, ValueError, TicketmarkError):
+        except (InvalidSignature, ValueError, TicketmarkError, RecursionError):
             return False
         return True
 
@@ -80,15 +84,35 @@ def save_claim(path: str | Path, claim: Claim) -> Path:
     return Path(path)
 
 
+MAX_CLAIM_BYTES = 4 * 1024 * 1024  # claims are a few kilobytes
+# Fields every claim body carries, and their JSON types; the scheme checks ``params``.
+BODY_FIELDS: dict[str, type] = {"scheme": str, "owner_public_key": str, "message": str,
+                                "model_fingerprint": str, "params": dict}
+OPTIONAL_FIELDS: dict[str, type] = {"created": str, "software": str}
+
+
+def parse_claim(obj: Any, source: str) -> Claim:
+    """A claim from parsed JSON, every top-level field checked by type."""
+    if not isinstance(obj, dict) or "claim" not in obj or "signature" not in obj:
+        raise TicketmarkError(f"{source} is not a ticketmark claim file")
+    body, sig = obj["claim"], obj["signature"]
+    if not isinstance(body, dict) or body.get("format") != CLAIM_FORMAT:
+        raise TicketmarkError(f"{source} is not a {CLAIM_FORMAT} claim")
+    check_str(sig, "signature", source, 1000)
+    for key, typ in BODY_FIELDS.items():
+        if not isinstance(body.get(key), typ):
+            raise TicketmarkError(f"{source}: claim field {key!r} must be a "
+                                  f"{'string' if typ is str else 'JSON object'}, got "
+                                  f"{show(body.get(key))}")
+    for key, typ in OPTIONAL_FIELDS.items():
+        if key in body and not isinstance(body[key], typ):
+            raise TicketmarkError(f"{source}: claim field {key!r} must be a string, got "
+                                  f"{show(body[key])}")
+    return Claim(body, sig)
+
+
 def load_claim(path: str | Path) -> Claim:
     path = Path(path)
     if not path.is_file():
         raise TicketmarkError(f"no claim file at {path}")
-    try:
-        obj = json.loads(path.read_text())
-        body, sig = obj["claim"], obj["signature"]
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-        raise TicketmarkError(f"{path} is not a ticketmark claim file") from None
-    if not isinstance(body, dict) or body.get("format") != CLAIM_FORMAT:
-        raise TicketmarkError(f"{path} is not a {CLAIM_FORMAT} claim")
-    return Claim(body, str(sig))
+    return parse_claim(read_json(path, "ticketmark claim file", MAX_CLAIM_BYTES), str(path))

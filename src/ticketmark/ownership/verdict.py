@@ -27,7 +27,8 @@ class VerifyOptions:
     full_evidence: bool = False  # signature: run the search null even when the tag decodes
     report_dir: Path | None = None  # where JSON report and pictures go
     max_queries: int = 10_000  # endpoint: cap on queried inputs
-    timeout: float = 10.0  # endpoint: seconds per request
+    timeout: float = 10.0  # endpoint: seconds per socket operation
+    deadline: float = 300.0  # endpoint: seconds for all queries together, retries included
     batch_size: int = 50  # endpoint: inputs per request
 
 

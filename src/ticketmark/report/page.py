@@ -4,7 +4,8 @@ The page is rendered from ``RUN/report.json``: a title, a verdict line and a lis
 sections, each with optional text, a table (list of row dicts), notes on reading the table
 and images (paths relative to the run directory). Whoever runs the story (the demo, a
 script) writes that JSON; this module only renders it, so a report can be rebuilt from a
-finished run at any time.
+finished run at any time. The JSON is not trusted: images must be PNG files inside the
+run folder (``_image_file``).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import html
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from ticketmark.errors import TicketmarkError
-from ticketmark.io.atomic import atomic_write_text
+from ticketmark.io.atomic import atomic_write_group
+from ticketmark.io.untrusted import check_list_of_dicts, check_str, read_bytes_limited, read_json
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1400px;
@@ -88,24 +89,75 @@ def _md_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _img_tag(run: Path, image: dict[str, str]) -> str:
-    path = run / image["path"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MAX_IMAGE_BYTES = 32 * 1024 * 1024
+MAX_REPORT_BYTES = 16 * 1024 * 1024
+
+
+def _image_file(run: Path, rel: str) -> Path | None:
+    """The PNG ``rel`` names inside ``run``, or None if missing; anything else is refused.
+
+    ``report.json`` may come from someone else (a dispute, a shared run folder): a path
+    that leaves the folder (``../``, an absolute path, a symlink pointing out) or a file
+    that is not a PNG would otherwise be inlined into a page meant to be mailed around.
+    """
+    try:
+        root, path = run.resolve(), (run / rel).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # NUL bytes, symlink loops
+        raise TicketmarkError(f"{run}/report.json: bad image path {rel[:200]!r} ({exc})") from None
+    if not path.is_relative_to(root):
+        raise TicketmarkError(f"{run}/report.json names an image outside the run folder "
+                              f"({rel[:200]!r}); a report embeds only the run's own pictures")
+    if not path.exists():
+        return None
     if not path.is_file():
+        raise TicketmarkError(f"{run}/report.json: image {rel[:200]!r} is not a file")
+    return path
+
+
+def _img_tag(run: Path, image: dict[str, str]) -> str:
+    path = _image_file(run, image["path"])
+    if path is None:
         return f"<p><em>missing image {html.escape(image['path'])}</em></p>"
-    data = base64.b64encode(path.read_bytes()).decode()
+    data = read_bytes_limited(path, MAX_IMAGE_BYTES, "report image")
+    if not data.startswith(PNG_MAGIC):
+        raise TicketmarkError(f"{run}/report.json: image {image['path'][:200]!r} is not a PNG "
+                              "file; a report embeds only PNG pictures")
     cap = html.escape(image.get("caption", ""))
-    return (f'<figure><img alt="{cap}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{cap}</figcaption></figure>")
+    return (f'<figure><img alt="{cap}" src="data:image/png;base64,'
+            f'{base64.b64encode(data).decode()}"><figcaption>{cap}</figcaption></figure>')
+
+
+def _check_report(report: Any, path: Path) -> dict[str, Any]:
+    """The structure ``render_report`` walks, checked up front: one line for any defect."""
+    src = str(path)
+    if not isinstance(report, dict):
+        raise TicketmarkError(f"{path} is not a report (not a JSON object)")
+    for key in ("title", "verdict"):
+        if report.get(key) is not None:
+            check_str(report[key], key, src)
+    sections = report.get("sections", [])
+    check_list_of_dicts(sections, "sections", src)
+    for i, section in enumerate(sections):
+        check_str(section.get("title"), f"sections[{i}].title", src)
+        if section.get("text") is not None:
+            check_str(section["text"], f"sections[{i}].text", src)
+        if section.get("table") is not None:
+            check_list_of_dicts(section["table"], f"sections[{i}].table", src)
+        images = section.get("images", [])
+        check_list_of_dicts(images, f"sections[{i}].images", src)
+        for j, image in enumerate(images):
+            check_str(image.get("path"), f"sections[{i}].images[{j}].path", src, 4096)
+            if "caption" in image:
+                check_str(image["caption"], f"sections[{i}].images[{j}].caption", src)
+    return report
 
 
 def load_report(run: str | Path) -> dict[str, Any]:
     path = Path(run) / "report.json"
     if not path.is_file():
         raise TicketmarkError(f"{run} has no report.json (run 'ticketmark demo' first)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise TicketmarkError(f"{path} is not valid JSON ({exc})") from None
+    return _check_report(read_json(path, "report", MAX_REPORT_BYTES), path)
 
 
 def render_report(run: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
@@ -113,10 +165,10 @@ def render_report(run: str | Path, out: str | Path | None = None) -> tuple[Path,
     run = Path(run)
     report = load_report(run)
     out_dir = Path(out) if out else run
-    title = html.escape(report.get("title", "ticketmark report"))
+    title = html.escape(report.get("title") or "ticketmark report")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
              f"<style>{_CSS}</style></head><body><h1>{title}</h1>"]
-    md = [f"# {report.get('title', 'ticketmark report')}", ""]
+    md = [f"# {report.get('title') or 'ticketmark report'}", ""]
     if report.get("verdict"):
         parts.append(f"<p class='verdict'>{html.escape(report['verdict'])}</p>")
         md += [f"> {report['verdict']}", ""]
@@ -140,6 +192,5 @@ def render_report(run: str | Path, out: str | Path | None = None) -> tuple[Path,
             md += [f"![{image.get('caption', '')}]({rel})", ""]
     parts.append(_ZOOM_SCRIPT + "</body></html>")
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
-    atomic_write_text(html_path, "\n".join(parts))
-    atomic_write_text(md_path, "\n".join(md))
+    atomic_write_group({html_path: "\n".join(parts).encode(), md_path: "\n".join(md).encode()})
     return html_path, md_path

@@ -27,10 +27,14 @@ from safetensors.torch import load, save
 
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import atomic_write_bytes
+from ticketmark.io.untrusted import show
 
 MAGIC = b"TMLOCK\x00\x01"
 FORMAT = "ticketmark-lock/1"
-SCRYPT_LOG2N, SCRYPT_R, SCRYPT_P = 15, 8, 1
+SCRYPT_LOG2N, SCRYPT_R, SCRYPT_P = 15, 8, 1  # 32 MiB, what ``seal`` writes
+SCRYPT_MIN_LOG2N, SCRYPT_MAX_LOG2N = 10, 20
+SCRYPT_MAX_MEMORY = 256 * 2**20  # bytes (128 * r * N)
+SCRYPT_MAX_WORK = 8 * (1 << SCRYPT_LOG2N) * SCRYPT_R * SCRYPT_P  # N * r * p
 _PLAIN_HEAD = struct.Struct(">Q")
 _ENC_HEAD = struct.Struct(">BBBQ16s12s")
 
@@ -84,10 +88,13 @@ class LockKey:
             n = int.from_bytes(data[:8], "little")  # safetensors: u64 header size, JSON
             meta = json.loads(data[8 : 8 + n])["__metadata__"]
             header = json.loads(meta["header"])
-        except (SafetensorError, ValueError, KeyError, TypeError) as exc:
-            raise TicketmarkError(f"{source} is not a ticketmark lock key ({exc})") from None
+            if not isinstance(header, dict):
+                raise ValueError("its header is not a JSON object")
+        except (SafetensorError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise TicketmarkError(f"{source} is not a ticketmark lock key "
+                                  f"({str(exc)[:200]})") from None
         if header.get("format") != FORMAT:
-            raise TicketmarkError(f"{source} has format {header.get('format')!r}, "
+            raise TicketmarkError(f"{source} has format {show(header.get('format'))}, "
                                   f"expected {FORMAT!r}")
 
         def group(prefix: str) -> dict[str, torch.Tensor]:
@@ -102,6 +109,22 @@ class LockKey:
                        dict(header.get("original_meta") or {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise TicketmarkError(f"{source}: incomplete lock key header ({exc})") from None
+
+
+def check_scrypt_cost(log2n: int, r: int, p: int, source: str) -> None:
+    """Refuse scrypt parameters that cost more than a few times what ``seal`` writes.
+
+    The header is read before the passphrase is checked, so a file may ask for any cost:
+    log2 N = 22 with r = 8 needs 4 GiB and over a minute per passphrase try. Memory is
+    128 * r * N bytes and work grows with N * r * p; both are capped.
+    """
+    memory, work = 128 * r * (1 << log2n), (1 << log2n) * r * p
+    if not (SCRYPT_MIN_LOG2N <= log2n <= SCRYPT_MAX_LOG2N and 1 <= r <= 32 and 1 <= p <= 16) \
+            or memory > SCRYPT_MAX_MEMORY or work > SCRYPT_MAX_WORK:
+        raise TicketmarkError(
+            f"{source} asks for scrypt cost log2(N)={log2n}, r={r}, p={p} "
+            f"({memory / 2**20:.0f} MiB); refused: at most {SCRYPT_MAX_MEMORY >> 20} MiB and "
+            f"{SCRYPT_MAX_WORK // ((1 << SCRYPT_LOG2N) * SCRYPT_R * SCRYPT_P)}x the default work")
 
 
 def _derive(passphrase: str, salt: bytes, log2n: int, r: int, p: int) -> bytes:
@@ -159,11 +182,10 @@ def unseal(data: bytes, passphrase: str | None, source: str) -> bytes:
                               "bytes)")
     if len(cipher) > length:
         raise TicketmarkError(f"{source} is corrupted (trailing bytes)")
+    check_scrypt_cost(log2n, r, p, source)  # before asking for (or trying) a passphrase
     if not passphrase:
         raise TicketmarkError(f"{source} is encrypted; give its passphrase with "
                               "--passphrase-env VAR")
-    if not (10 <= log2n <= 22 and 1 <= r <= 32 and 1 <= p <= 16):
-        raise TicketmarkError(f"{source} has implausible scrypt parameters")
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 

@@ -96,9 +96,15 @@ def realign(conn: torch.Tensor, axes: tuple[str | None, str | None],
             idx.append(torch.arange(size))
             continue
         a, b = claim_orders.get(label), suspect_orders.get(label)
-        if a is None or b is None or len(a) != size or len(b) != size:
-            return None
+        if not (_is_permutation(a, size) and _is_permutation(b, size)):
+            return None  # unknown group, or a claim whose order is not a permutation
         m = torch.empty(size, dtype=torch.long)
         m[torch.tensor(a)] = torch.tensor(b)  # release channel a[k] <- suspect channel b[k]
         idx.append(m)
     return conn[idx[0]][:, idx[1]]
+
+
+def _is_permutation(order: Any, size: int) -> bool:
+    return (isinstance(order, list) and len(order) == size
+            and all(isinstance(i, int) and not isinstance(i, bool) for i in order)
+            and sorted(order) == list(range(size)))

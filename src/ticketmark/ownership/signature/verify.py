@@ -35,6 +35,7 @@ import torch
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import load_ticket
 from ticketmark.io.ticket import load_state
+from ticketmark.io.untrusted import check_float, check_int, show
 from ticketmark.models import build_model
 from ticketmark.ownership.claims import Claim
 from ticketmark.ownership.signature import canonical, extract, hidden, placement, qr, stats
@@ -71,7 +72,22 @@ def claim_params(claim: Claim) -> dict[str, Any]:
             raise TicketmarkError(f"signature claim lacks a valid {key!r} parameter")
     if params["orientation"] not in range(placement.ORIENTATIONS):
         raise TicketmarkError(f"claim orientation must be 0-3, got {params['orientation']}")
+    check_claim_ranges(params)
     return params
+
+
+def check_claim_ranges(params: dict[str, Any]) -> None:
+    """Ranges of the numeric fields and the per-layer densities (a claim may be hostile)."""
+    for key, lo, hi in (("qr_version", 1, 40), ("qr_mask", 0, 7), ("size", 21, 177),
+                        ("row", 0, 1 << 20), ("col", 0, 1 << 20)):
+        check_int(params[key], key, lo, hi, "signature claim")
+    check_float(params["density"], "density", 0.0, 1.0, "signature claim")
+    densities = params.get("densities", {})
+    if not isinstance(densities, dict):
+        raise TicketmarkError(f"signature claim: densities must be an object, got "
+                              f"{show(densities)}")
+    for name, value in densities.items():
+        check_float(value, f"density of {show(name)}", 0.0, 1.0, "signature claim")
 
 
 def claim_status(claim: Claim, params: dict[str, Any]) -> tuple[bool, bool, str | None]:

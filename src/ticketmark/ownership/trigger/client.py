@@ -1,87 +1,196 @@
 """Query a suspect's prediction endpoint, trusting nothing it sends back.
 
-The suspect is run by the party accused of theft, so every response is validated: JSON,
-an object, ``labels`` a list of exactly as many integers in range as inputs sent. Network
-trouble (refused connection, timeout, 5xx, 429) is retried with exponential backoff;
-anything else fails at once. Every failure is an ``EndpointError`` whose message becomes
-the "could not verify" reason: a broken endpoint must never look like a negative (or
-positive) verdict.
+The suspect is run by the party accused of theft, so every response is validated: JSON
+(bounded in size, nesting and number width), an object, ``labels`` a list of exactly as
+many integers in range as inputs sent. Network trouble (refused connection, timeout, 5xx,
+429) is retried with exponential backoff; anything else fails at once. Every failure is an
+``EndpointError`` whose message becomes the "could not verify" reason: a broken endpoint
+must never look like a negative (or positive) verdict.
+
+Time is bounded twice: ``timeout`` per socket operation, and ``deadline`` for the whole
+exchange (every batch, retry and backoff). A server that drips one byte a second never
+trips a per-read timeout; the deadline is checked before each read, and each read waits at
+most the time left. Redirects are never followed: a 3xx is COULD NOT VERIFY, because a
+redirected POST turns into a GET without the inputs on a server nobody named.
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
+import io
 import json
+import socket
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from ticketmark.errors import TicketmarkError
 from ticketmark.serving.protocol import encode_npy
 
 MAX_RESPONSE = 8 * 1024 * 1024
+TRANSIENT_STATUS = (429, 500, 502, 503, 504)
 
 
 class EndpointError(Exception):
     """The endpoint could not be queried, or answered something unusable."""
 
 
+class _DeadlinePassed(Exception):
+    """The total deadline ran out (raised from inside a read; turned into EndpointError)."""
+
+
+class _Transient(Exception):
+    """A failure worth retrying (refused, reset, per-request timeout, 5xx, 429)."""
+
+
 @dataclass
 class ClientOptions:
     batch_size: int = 50
-    timeout: float = 10.0  # seconds per request
+    timeout: float = 10.0  # seconds per socket operation (connect, send, each read)
     max_queries: int = 10_000  # most inputs sent in total
     retries: int = 2  # extra attempts after a transient failure
     backoff: float = 0.5  # seconds before the first retry, doubled each time
+    deadline: float = 300.0  # seconds for the whole exchange, retries included
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    scheme: str
+    host: str
+    port: int | None
+    target: str  # path and query sent in the request line
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = f":{self.port}" if self.port is not None else ""
+        return f"{self.scheme}://{host}{port}{self.target}"
+
+
+def parse_endpoint(suspect: str) -> Endpoint:
+    """``http://host:port`` or ``.../predict``; a bare host gets the ``/predict`` path.
+
+    A malformed URL is the verifier's own typo, so it is a ``TicketmarkError`` (exit 2).
+    """
+    try:
+        parts = urllib.parse.urlsplit(suspect)
+        port = parts.port
+        host = parts.hostname
+    except ValueError as exc:
+        raise TicketmarkError(f"not a valid endpoint URL: {suspect[:200]!r} ({exc})") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise TicketmarkError(f"not an http(s) URL: {suspect[:200]!r}")
+    if any(c in suspect for c in "\r\n\t ") or parts.username or parts.password:
+        raise TicketmarkError(f"endpoint URL may hold no spaces or credentials: "
+                              f"{suspect[:200]!r}")
+    path = parts.path if parts.path not in ("", "/") else "/predict"
+    target = path + (f"?{parts.query}" if parts.query else "")
+    return Endpoint(parts.scheme, host, port, target)
 
 
 def endpoint_url(suspect: str) -> str:
-    """``http://host:port`` or ``.../predict``; a bare host gets the ``/predict`` path."""
-    parts = urllib.parse.urlsplit(suspect)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise EndpointError(f"not an http(s) URL: {suspect}")
-    path = parts.path if parts.path not in ("", "/") else "/predict"
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+    return parse_endpoint(suspect).url
 
 
-def _post(url: str, payload: bytes, timeout: float) -> bytes:
-    req = urllib.request.Request(url, data=payload, method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) only
+class _Deadline:
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Socket reads that each wait at most min(timeout, time left before the deadline)."""
+
+    def __init__(self, sock: socket.socket, deadline: _Deadline, timeout: float,
+                 plain: io.IOBase):
+        super().__init__()
+        self._sock, self._deadline, self._timeout = sock, deadline, timeout
+        self._plain = plain  # http.client's own reader: holds the socket open until closed
+
+    def close(self) -> None:
+        self._plain.close()
+        super().close()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline.left()
+        if left <= 0:
+            raise _DeadlinePassed()
+        self._sock.settimeout(min(self._timeout, left))
+        return self._sock.recv_into(buffer)
+
+
+class _Response(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, *args: Any, deadline: _Deadline, timeout: float,
+                 **kwargs: Any):
+        super().__init__(sock, *args, **kwargs)
+        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline, timeout, self.fp))
+
+
+def _post(endpoint: Endpoint, payload: bytes, timeout: float, deadline: _Deadline) -> bytes:
+    """One POST, no redirects; _Transient, _DeadlinePassed or EndpointError on failure."""
+    left = deadline.left()
+    if left <= 0:
+        raise _DeadlinePassed()
+    cls = http.client.HTTPSConnection if endpoint.scheme == "https" else \
+        http.client.HTTPConnection
+    conn = cls(endpoint.host, endpoint.port, timeout=min(timeout, left))
+    conn.response_class = functools.partial(_Response, deadline=deadline,  # type: ignore
+                                            timeout=timeout)
+    try:
+        conn.request("POST", endpoint.target, body=payload,
+                     headers={"Content-Type": "application/json", "Connection": "close"})
+        resp = conn.getresponse()
+        if 300 <= resp.status < 400:
+            where = (resp.getheader("Location") or "")[:120]
+            raise EndpointError(f"endpoint answered a redirect (HTTP {resp.status} to "
+                                f"{where!r}); redirects are not followed: give the final URL")
+        if resp.status in TRANSIENT_STATUS:
+            raise _Transient(f"endpoint answered HTTP {resp.status} {resp.reason[:80]}")
+        if resp.status != 200:
+            raise EndpointError(f"endpoint answered HTTP {resp.status} {resp.reason[:80]}")
         body = resp.read(MAX_RESPONSE + 1)
+    except TimeoutError:
+        if deadline.left() <= 0:
+            raise _DeadlinePassed() from None
+        raise _Transient(f"endpoint did not answer within {timeout:g} s") from None
+    except (http.client.HTTPException, ConnectionError) as exc:
+        raise _Transient(f"cannot reach endpoint: {_one_line(exc)}") from None
+    except OSError as exc:
+        raise _Transient(f"cannot reach endpoint: {_one_line(exc)}") from None
+    except ValueError as exc:  # e.g. a chunk size that is not hex
+        raise EndpointError(f"endpoint answered malformed HTTP ({_one_line(exc)})") from None
+    finally:
+        conn.close()
     if len(body) > MAX_RESPONSE:
         raise EndpointError(f"response larger than {MAX_RESPONSE} bytes")
     return body
 
 
-def _post_with_retries(url: str, payload: bytes, opts: ClientOptions) -> bytes:
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(getattr(exc, "reason", None) or exc or type(exc).__name__).split())
+    return text[:200]
+
+
+def _post_with_retries(endpoint: Endpoint, payload: bytes, opts: ClientOptions,
+                       deadline: _Deadline) -> bytes:
     delay = opts.backoff
     for attempt in range(opts.retries + 1):
-        last = attempt == opts.retries
         try:
-            return _post(url, payload, opts.timeout)
-        except urllib.error.HTTPError as exc:
-            if exc.code in (429, 500, 502, 503, 504) and not last:
-                time.sleep(delay)
-                delay *= 2
-                continue
-            raise EndpointError(f"endpoint answered HTTP {exc.code} {exc.reason}") from None
-        except TimeoutError:
-            if last:
-                raise EndpointError(f"endpoint did not answer within {opts.timeout:g} s "
-                                    f"({opts.retries + 1} attempts)") from None
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            if isinstance(reason, TimeoutError):
-                if last:
-                    raise EndpointError(f"endpoint did not answer within {opts.timeout:g} s "
-                                        f"({opts.retries + 1} attempts)") from None
-            elif last:
-                raise EndpointError(f"cannot reach endpoint: {reason}") from None
-        time.sleep(delay)
+            return _post(endpoint, payload, opts.timeout, deadline)
+        except _Transient as exc:
+            if attempt == opts.retries:
+                raise EndpointError(f"{exc} ({opts.retries + 1} attempts)") from None
+        time.sleep(max(0.0, min(delay, deadline.left())))
         delay *= 2
     raise EndpointError("endpoint unreachable")  # not reached: the loop returns or raises
 
@@ -89,7 +198,9 @@ def _post_with_retries(url: str, payload: bytes, opts: ClientOptions) -> bytes:
 def _labels_of(body: bytes, expected: int, classes: int) -> np.ndarray:
     try:
         obj = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except RecursionError:
+        raise EndpointError("endpoint answered JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):  # malformed, or an int over the digit limit
         raise EndpointError("endpoint answered malformed JSON") from None
     if not isinstance(obj, dict) or "labels" not in obj:
         raise EndpointError("endpoint answer has no 'labels' field")
@@ -100,10 +211,9 @@ def _labels_of(body: bytes, expected: int, classes: int) -> np.ndarray:
         raise EndpointError(f"endpoint returned {len(labels)} labels for {expected} inputs")
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in labels):
         raise EndpointError("endpoint 'labels' are not all integers")
-    out = np.asarray(labels, dtype=np.int64)
-    if len(out) and (int(out.min()) < 0 or int(out.max()) >= classes):
+    if not all(0 <= v < classes for v in labels):  # before NumPy: 10**30 fits no int64
         raise EndpointError(f"endpoint returned a label outside 0..{classes - 1}")
-    return out
+    return np.asarray(labels, dtype=np.int64)
 
 
 def query_labels(suspect: str, x: np.ndarray, classes: int, opts: ClientOptions
@@ -113,13 +223,22 @@ def query_labels(suspect: str, x: np.ndarray, classes: int, opts: ClientOptions
         raise EndpointError(f"batch size must be >= 1, got {opts.batch_size}")
     if opts.timeout <= 0:
         raise EndpointError(f"timeout must be positive, got {opts.timeout}")
+    if opts.deadline <= 0:
+        raise EndpointError(f"deadline must be positive, got {opts.deadline}")
     if len(x) > opts.max_queries:
         raise EndpointError(f"the set needs {len(x)} queries, over the cap of "
                             f"{opts.max_queries}")
-    url = endpoint_url(suspect)
+    endpoint = parse_endpoint(suspect)
+    deadline = _Deadline(opts.deadline)
     labels = []
     for start in range(0, len(x), opts.batch_size):  # bounded: len(x) <= max_queries
         batch = x[start : start + opts.batch_size]
         payload = json.dumps({"npy": encode_npy(batch)}).encode()
-        labels.append(_labels_of(_post_with_retries(url, payload, opts), len(batch), classes))
+        try:
+            body = _post_with_retries(endpoint, payload, opts, deadline)
+        except _DeadlinePassed:
+            raise EndpointError(f"the endpoint did not finish answering within the deadline "
+                                f"of {opts.deadline:g} s ({start} of {len(x)} inputs "
+                                "answered)") from None
+        labels.append(_labels_of(body, len(batch), classes))
     return np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
