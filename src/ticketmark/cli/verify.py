@@ -1,37 +1,22 @@
 """``ticketmark verify``: check a suspect model against a signed claim.
 
-The claim names its scheme; each scheme's verifier lives in its own package and exposes
-``verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict``.
+Only option parsing and printing live here; ``ticketmark.ownership.verify`` chooses the
+scheme's verifier (and is what disputes, the demo and the Python API call).
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
 import typer
 
 from ticketmark.cli.app import app
-from ticketmark.errors import TicketmarkError
 from ticketmark.io import atomic_write_json
-from ticketmark.ownership.claims import load_claim
-from ticketmark.ownership.verdict import Verdict, VerifyOptions
+from ticketmark.ownership.verdict import VerifyOptions
+from ticketmark.ownership.verify import detail_keys, verify_claim
 
-VERIFIERS = {
-    "signature": "ticketmark.ownership.signature.verify",
-    "trigger": "ticketmark.ownership.trigger.verify",
-}
-
-
-def verify_claim(suspect: str, claim_path: Path, options: VerifyOptions) -> Verdict:
-    """Python entry point behind the command: dispatch the claim to its scheme."""
-    claim = load_claim(claim_path)
-    module = VERIFIERS.get(claim.scheme)
-    if module is None:
-        raise TicketmarkError(f"{claim_path}: unknown scheme {claim.scheme!r} "
-                              f"(known: {', '.join(VERIFIERS)})")
-    return importlib.import_module(module).verify_claim(suspect, claim, options)
+__all__ = ["verify", "verify_claim"]  # verify_claim: kept importable from here for old code
 
 
 @app.command()
@@ -60,8 +45,7 @@ def verify(
     verdict = verify_claim(suspect, claim, options)
     print(f"{verdict.scheme}: {verdict.status} — {verdict.reason}")
     # Each scheme names the evidence that only breaks down its headline fields.
-    details = getattr(importlib.import_module(VERIFIERS[verdict.scheme]), "DETAIL_KEYS",
-                      frozenset())
+    details = detail_keys(verdict.scheme)
     hidden = 0
     for key, value in verdict.evidence.items():
         if isinstance(value, dict | list):
