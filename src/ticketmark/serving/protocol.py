@@ -43,10 +43,11 @@ NUMERIC_KINDS = "fiu"
 def parse_json(body: bytes, max_numbers: int) -> Any:
     """``json.loads`` bounded by the number of values it may create.
 
-    Every JSON number sits after ``[`` or ``,``, so their count bounds the objects parsing
-    can allocate (about 32 bytes each); a body over the bound is refused before parsing.
+    Every JSON value sits after ``[``, ``,`` or ``:``, so their count bounds the objects
+    parsing can allocate (about 32 bytes each); a body over twice the numbers a full batch
+    needs (room for the brackets of nested lists) is refused before parsing.
     """
-    if body.count(b",") + body.count(b"[") > max_numbers + 1024:
+    if body.count(b",") + body.count(b"[") + body.count(b":") > 2 * max_numbers + 1024:
         raise BadRequest(413, f"body holds more values than the batch limit allows "
                               f"({max_numbers} numbers)")
     try:
