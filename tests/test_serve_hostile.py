@@ -75,7 +75,7 @@ def _ok_body(n: int = 2) -> bytes:
 
 
 def _npy_claiming(shape: tuple[int, ...], payload: bytes = b"\0" * 16) -> bytes:
-    header = "{'descr': '<f4', 'fortran_order': False, 'shape': %r, }" % (shape,)
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': " + repr(shape) + ", }"
     header += " " * (63 - (10 + len(header)) % 64) + "\n"
     raw = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + payload
     return json.dumps({"npy": base64.b64encode(raw).decode()}).encode()

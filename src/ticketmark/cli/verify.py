@@ -12,11 +12,38 @@ from pathlib import Path
 import typer
 
 from ticketmark.cli.app import app
+from ticketmark.errors import TicketmarkError
 from ticketmark.io import atomic_write_json
+from ticketmark.ownership.trigger.adapter import InputAdapter
 from ticketmark.ownership.verdict import VerifyOptions
 from ticketmark.ownership.verify import detail_keys, verify_claim
 
 __all__ = ["verify", "verify_claim"]  # verify_claim: kept importable from here for old code
+
+
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise TicketmarkError(f"{flag} must be numbers separated by commas, got {text!r}"
+                              ) from None
+
+
+def _adapter(path: Path | None, protocol: str | None, layout: str | None, mean: str | None,
+             std: str | None, scale: float | None) -> InputAdapter | None:
+    """The adapter file, with any flag given overriding its field; None if nothing given."""
+    flags = {"protocol": protocol, "layout": layout,
+             "mean": _floats(mean, "--input-mean"), "std": _floats(std, "--input-std"),
+             "scale": scale}
+    if path is None and all(v is None for v in flags.values()):
+        return None
+    adapter = InputAdapter.from_file(path) if path is not None else InputAdapter()
+    for key, value in flags.items():
+        if value is not None:
+            setattr(adapter, key, value)
+    return adapter.validate()
 
 
 @app.command()
@@ -35,13 +62,30 @@ def verify(
     max_queries: int = typer.Option(10_000, help="endpoint: most inputs to query"),
     timeout: float = typer.Option(10.0, help="endpoint: seconds per request"),
     batch_size: int = typer.Option(50, help="endpoint: inputs per request"),
+    protocol: str | None = typer.Option(None, help="endpoint: ticketmark or kserve-v2 "
+                                                   "(default: from the URL's path)"),
+    adapter: Path | None = typer.Option(None, help="endpoint: JSON/TOML file saying what "
+                                                   "the server takes (see README)"),
+    input_layout: str | None = typer.Option(None, help="endpoint: NCHW or NHWC"),
+    input_mean: str | None = typer.Option(None, help="endpoint: the server's normalisation "
+                                                     "mean per channel, e.g. 0.4914,0.4822,0.4465"),
+    input_std: str | None = typer.Option(None, help="endpoint: the server's normalisation "
+                                                    "std per channel"),
+    input_scale: float | None = typer.Option(None, help="endpoint: pixel scale the server "
+                                                        "takes (255 for 0..255)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="print every evidence field"),
 ) -> None:
-    """Print a verdict (exit 0 OWNED, 1 otherwise) with its evidence."""
+    """Print a verdict (exit 0 OWNED, 1 otherwise) with its evidence.
+
+    The suspect is a ticket, a plain .safetensors / .pt state dict, an .onnx file, a folder
+    holding one of them, or an http(s) endpoint (ticketmark's /predict or KServe v2).
+    """
     options = VerifyOptions(reference=reference, reveal=reveal, search=search,
                             threshold=threshold, full_evidence=full_evidence,
                             report_dir=report, max_queries=max_queries,
-                            timeout=timeout, batch_size=batch_size)
+                            timeout=timeout, batch_size=batch_size,
+                            adapter=_adapter(adapter, protocol, input_layout, input_mean,
+                                             input_std, input_scale))
     verdict = verify_claim(suspect, claim, options)
     print(f"{verdict.scheme}: {verdict.status} — {verdict.reason}")
     # Each scheme names the evidence that only breaks down its headline fields.

@@ -29,6 +29,7 @@ class VerifyOptions:
     max_queries: int = 10_000  # endpoint: cap on queried inputs
     timeout: float = 10.0  # endpoint: seconds per request
     batch_size: int = 50  # endpoint: inputs per request
+    adapter: Any = None  # endpoint: trigger.adapter.InputAdapter (protocol, input layout)
 
 
 @dataclass

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,7 @@ class ClientOptions:
     max_queries: int = 10_000  # most inputs sent in total
     retries: int = 2  # extra attempts after a transient failure
     backoff: float = 0.5  # seconds before the first retry, doubled each time
+    adapter: Any = None  # adapter.InputAdapter: protocol, input layout and normalisation
 
 
 def endpoint_url(suspect: str) -> str:
@@ -117,6 +119,16 @@ def query_labels(suspect: str, x: np.ndarray, classes: int, opts: ClientOptions
         raise EndpointError(f"the set needs {len(x)} queries, over the cap of "
                             f"{opts.max_queries}")
     url = endpoint_url(suspect)
+    # Other protocols (KServe v2) and input adapters live in their own modules.
+    from ticketmark.ownership.trigger.adapter import InputAdapter
+
+    adapter = opts.adapter or InputAdapter()
+    if adapter.resolve_protocol(urllib.parse.urlsplit(url).path) == "kserve-v2":
+        from ticketmark.ownership.trigger.kserve import query_labels_v2
+
+        return query_labels_v2(url, x, classes, opts, adapter)
+    if opts.adapter is not None:
+        x = adapter.apply(x)
     labels = []
     for start in range(0, len(x), opts.batch_size):  # bounded: len(x) <= max_queries
         batch = x[start : start + opts.batch_size]
