@@ -59,12 +59,30 @@ def verify_claim(suspect: str | Path | nn.Module, claim: str | Path | Claim,
     loaded = claim if isinstance(claim, Claim) else load_claim(Path(claim))
     verifier = scheme_verifier(loaded.scheme, str(claim) if not isinstance(claim, Claim)
                                else "claim")
+    if loaded.scheme in BLACK_BOX:
+        _check_runnable(suspect, loaded.scheme)
     with _as_suspect(suspect, loaded) as target:
         return verifier.verify_claim(target, loaded, options)
 
 
 def is_endpoint(suspect: object) -> bool:
     return isinstance(suspect, str) and suspect.startswith(("http://", "https://"))
+
+
+def _check_runnable(suspect: object, scheme: str) -> None:
+    """A black-box check runs the model: a plain weights file does not say its architecture."""
+    from ticketmark.io import resolve_ticket_path
+
+    if not isinstance(suspect, str | Path) or is_endpoint(str(suspect)):
+        return
+    path = Path(suspect)
+    ticket = resolve_ticket_path(path)
+    if (path.exists() or ticket.exists()) and not ticket.with_suffix(".json").is_file():
+        raise TicketmarkError(
+            f"{suspect}: a {scheme} claim is checked by running the model, and a plain "
+            "weights file does not say which network it is; query the server it runs on "
+            "(--suspect http://...), or load it in Python and call ticketmark.verify(model, "
+            "claim, reveal=...)")
 
 
 @contextmanager
