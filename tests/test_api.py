@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.utils.prune
 from safetensors.torch import load_file
 
 import ticketmark as tm
@@ -19,8 +20,8 @@ from ticketmark.models import build_model
 
 def test_import_is_light_and_names_resolve():
     code = ("import sys, ticketmark as tm; heavy = [m for m in ('torch', 'numpy', 'typer') "
-            "if m in sys.modules]; assert not heavy, heavy; tm.verify; "
-            "assert 'torch' in sys.modules; print(sorted(n for n in dir(tm) if n.islower()))")
+            "if m in sys.modules]; assert not heavy, heavy; assert callable(tm.verify); "
+            "print(sorted(n for n in dir(tm) if n.islower()))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr

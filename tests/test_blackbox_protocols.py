@@ -168,7 +168,7 @@ class _HostileV2(BaseHTTPRequestHandler):
     ("huge_label", "outside"),
     ("long_int", "malformed JSON"),
     ("nested", "nested too deeply"),
-    ("nan", "no output of"),
+    ("nan", "NaN"),
     ("short", "no output of"),
     ("no_outputs", "no 'outputs'"),
     ("bad_shape", "shape"),

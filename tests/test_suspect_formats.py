@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torch.nn.utils.prune
 from safetensors.torch import save_file
 
 from tests.conftest import one_line_error, run_cli
@@ -31,10 +32,10 @@ from ticketmark.ownership.verify import verify_claim
 
 
 @pytest.fixture(scope="module")
-def signed(resnet_ticket, tmp_path_factory):
+def signed(conv_ticket, tmp_path_factory):
     out = tmp_path_factory.mktemp("formats")
     key = keygen(out / "owner")[0]
-    res = embed_signature(load_ticket(resnet_ticket), load_private_key(key), "ACME",
+    res = embed_signature(load_ticket(conv_ticket), load_private_key(key), "ACME",
                           EmbedOptions(epochs=0, progress=False))
     path = save_ticket(out / "stolen", res.ticket)
     claim = save_claim(out / "claim.json", res.claim)

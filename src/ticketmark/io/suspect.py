@@ -98,7 +98,7 @@ def fold_pruning(raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def shared_prefix(names: Iterable[str]) -> str:
     """The longest run of whole dotted components every key starts with (``model.``).
 
-    A model with a single tensor keeps its name (its only component is not a prefix).
+    The last component of a key is never part of the prefix, so every key keeps a name.
     """
     keys = list(names)
     if not keys:
@@ -203,13 +203,17 @@ def _load_torch(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        text = str(exc)
+        if "Unsupported global" in text:
             raise TicketmarkError(
                 f"{path} is a pickled Python object, not a state dict; ticketmark never "
                 "unpickles code (save model.state_dict(), or pass the nn.Module in "
                 "Python)") from None
-        raise TicketmarkError(f"{path} is not a readable torch state dict ({first})") from None
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        after = [lines[i + 1] for i, ln in enumerate(lines[:-1]) if "Unpickler error" in ln]
+        reason = (after or lines or [type(exc).__name__])[0][:120]
+        raise TicketmarkError(f"{path} is not a readable torch state dict ({reason})"
+                              ) from None
     if isinstance(obj, torch.Tensor):
         raise TicketmarkError(f"{path} holds a single tensor, not a state dict")
     if not isinstance(obj, Mapping):
