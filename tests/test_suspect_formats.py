@@ -44,10 +44,11 @@ def signed(conv_ticket, tmp_path_factory):
 
 
 def _renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Every key renamed to an opaque name, in a shuffled order."""
+    """Every module renamed (``blocks.N``), in a shuffled order; the parameter kind
+    (``weight``, ``bias``, ``running_mean``) stays, as it does when a thief rewraps layers."""
     items = list(state.items())
     random.Random(0).shuffle(items)
-    return {f"blocks.{i}.param": v.clone() for i, (_, v) in enumerate(items)}
+    return {f"blocks.{i}.{k.rsplit('.', 1)[-1]}": v.clone() for i, (k, v) in enumerate(items)}
 
 
 @pytest.fixture(scope="module")
