@@ -1,14 +1,14 @@
 """``ticketmark verify``: check a suspect model against a signed claim.
 
-The claim names its scheme; each scheme's verifier lives in its own package and exposes
-``verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict``.
+Only option parsing and printing live here; ``ticketmark.ownership.verify`` chooses the
+scheme's verifier (and is what disputes, the demo and the Python API call).
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -17,12 +17,13 @@ from ticketmark.cli.options import existing_report_file
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import atomic_write_json
 from ticketmark.ownership.claims import load_claim
-from ticketmark.ownership.verdict import Verdict, VerifyOptions
+from ticketmark.ownership.verdict import VerifyOptions
+from ticketmark.ownership.verify import detail_keys, verify_claim
 
-VERIFIERS = {
-    "signature": "ticketmark.ownership.signature.verify",
-    "trigger": "ticketmark.ownership.trigger.verify",
-}
+if TYPE_CHECKING:
+    from ticketmark.ownership.trigger.adapter import InputAdapter
+
+__all__ = ["verify", "verify_claim"]  # verify_claim: kept importable from here for old code
 # What each scheme writes into --report (the verifier names its pictures; keep in step).
 REPORT_FILES = {
     "signature": ["verdict_signature.json", "signature.png"],
@@ -34,14 +35,31 @@ THRESHOLD_HELP = ("p-value below which the claim holds (default: 1e-9 for a sign
                   "1e-6 for a trigger set; see docs/verdicts.md)")
 
 
-def verify_claim(suspect: str, claim_path: Path, options: VerifyOptions) -> Verdict:
-    """Python entry point behind the command: dispatch the claim to its scheme."""
-    claim = load_claim(claim_path)
-    module = VERIFIERS.get(claim.scheme)
-    if module is None:
-        raise TicketmarkError(f"{claim_path}: unknown scheme {claim.scheme!r} "
-                              f"(known: {', '.join(VERIFIERS)})")
-    return importlib.import_module(module).verify_claim(suspect, claim, options)
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise TicketmarkError(f"{flag} must be numbers separated by commas, got {text!r}"
+                              ) from None
+
+
+def _adapter(path: Path | None, protocol: str | None, layout: str | None, mean: str | None,
+             std: str | None, scale: float | None) -> InputAdapter | None:
+    """The adapter file, with any flag given overriding its field; None if nothing given."""
+    flags = {"protocol": protocol, "layout": layout,
+             "mean": _floats(mean, "--input-mean"), "std": _floats(std, "--input-std"),
+             "scale": scale}
+    if path is None and all(v is None for v in flags.values()):
+        return None
+    from ticketmark.ownership.trigger.adapter import InputAdapter
+
+    adapter = InputAdapter.from_file(path) if path is not None else InputAdapter()
+    for key, value in flags.items():
+        if value is not None:
+            setattr(adapter, key, value)
+    return adapter.validate()
 
 
 @app.command()
@@ -64,6 +82,17 @@ def verify(
     deadline: float = typer.Option(300.0, help="endpoint: seconds for all queries together "
                                                "(then COULD NOT VERIFY)"),
     batch_size: int = typer.Option(50, help="endpoint: inputs per request"),
+    protocol: str | None = typer.Option(None, help="endpoint: ticketmark or kserve-v2 "
+                                                   "(default: from the URL's path)"),
+    adapter: Path | None = typer.Option(None, help="endpoint: JSON/TOML file saying what "
+                                                   "the server takes (see README)"),
+    input_layout: str | None = typer.Option(None, help="endpoint: NCHW or NHWC"),
+    input_mean: str | None = typer.Option(None, help="endpoint: the server's normalisation "
+                                                     "mean per channel, e.g. 0.4914,0.4822,0.4465"),
+    input_std: str | None = typer.Option(None, help="endpoint: the server's normalisation "
+                                                    "std per channel"),
+    input_scale: float | None = typer.Option(None, help="endpoint: pixel scale the server "
+                                                        "takes (255 for 0..255)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="print every evidence field"),
     force: bool = typer.Option(False, "--force", help="overwrite an earlier report"),
 ) -> None:
@@ -73,6 +102,9 @@ def verify(
     or for a signature the claimed tag decoded from the suspect). NOT OWNED: the evidence
     is not there, or the claim is invalid. COULD NOT VERIFY: the suspect cannot be checked
     against this claim (e.g. another architecture). docs/verdicts.md explains each.
+
+    The suspect is a ticket, a plain .safetensors / .pt state dict, an .onnx file, a folder
+    holding one of them, or an http(s) endpoint (ticketmark's /predict or KServe v2).
     """
     # A report that cannot be written must not cost the verdict: verify first, print it,
     # and only then name the report problem (one error line, exit 2).
@@ -84,12 +116,13 @@ def verify(
                             threshold=threshold, full_evidence=full_evidence,
                             report_dir=report if problem is None else None,
                             max_queries=max_queries, timeout=timeout, batch_size=batch_size,
-                            deadline=deadline)
+                            deadline=deadline,
+                            adapter=_adapter(adapter, protocol, input_layout, input_mean,
+                                             input_std, input_scale))
     verdict = verify_claim(suspect, claim, options)
     print(f"{verdict.scheme}: {verdict.status} — {verdict.reason}")
     # Each scheme names the evidence that only breaks down its headline fields.
-    details = getattr(importlib.import_module(VERIFIERS[verdict.scheme]), "DETAIL_KEYS",
-                      frozenset())
+    details = detail_keys(verdict.scheme)
     hidden = 0
     for key, value in verdict.evidence.items():
         if isinstance(value, dict | list):

@@ -12,7 +12,7 @@ from ticketmark.serving.server import make_server, serve_in_thread
 
 def verify_signature(suspect: Path, claim: Path, reference: Path,
                      report_dir: Path | None = None) -> Verdict:
-    from ticketmark.cli.verify import verify_claim
+    from ticketmark.ownership.verify import verify_claim
 
     return verify_claim(str(suspect), claim, VerifyOptions(reference=reference,
                                                            report_dir=report_dir))
@@ -21,7 +21,7 @@ def verify_signature(suspect: Path, claim: Path, reference: Path,
 def verify_trigger_over_http(suspect: Path, claim: Path, seed: Path,
                              report_dir: Path | None = None) -> Verdict:
     """Serve the suspect on 127.0.0.1 (a free port) and verify through the endpoint."""
-    from ticketmark.cli.verify import verify_claim
+    from ticketmark.ownership.verify import verify_claim
 
     ticket = load_ticket(suspect)
     server = make_server(ticket.build().eval(),

@@ -23,7 +23,7 @@ from ticketmark.training import TrainConfig, predict
 
 
 def _verify(suspect: Path, claim: Path, **options: Any):
-    from ticketmark.cli.verify import verify_claim
+    from ticketmark.ownership.verify import verify_claim
 
     return verify_claim(str(suspect), claim, VerifyOptions(**options))
 

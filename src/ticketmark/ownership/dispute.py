@@ -46,7 +46,7 @@ class DisputeResult:
 
 
 def _verify(suspect: str | Path, who: Claimant, threshold: float | None) -> Verdict:
-    from ticketmark.cli.verify import verify_claim
+    from ticketmark.ownership.verify import verify_claim
 
     return verify_claim(str(suspect), who.claim, VerifyOptions(
         reference=who.reference, reveal=who.reveal, threshold=threshold))

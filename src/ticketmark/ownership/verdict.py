@@ -30,6 +30,7 @@ class VerifyOptions:
     timeout: float = 10.0  # endpoint: seconds per socket operation
     deadline: float = 300.0  # endpoint: seconds for all queries together, retries included
     batch_size: int = 50  # endpoint: inputs per request
+    adapter: Any = None  # endpoint: trigger.adapter.InputAdapter (protocol, input layout)
 
 
 @dataclass

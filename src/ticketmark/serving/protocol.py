@@ -5,7 +5,11 @@ Request JSON: ``{"inputs": [[[[...]]]]}`` (nested lists, shape (N, C, H, W)) or
 ``{"labels": [int, ...], "top_k": [[[label, prob], ...], ...]}`` (top_k only if asked).
 Errors: ``{"error": "one line"}`` with a 4xx status.
 
-``.npy`` is read with ``allow_pickle=False``: a request body never runs code.
+``.npy`` is never unpickled, and its header is checked against the bytes that follow before
+anything is allocated (a 100-byte body claiming a 10**12-element shape is a 400, not a
+MemoryError). JSON is parsed only after a cheap count of its separators shows it cannot hold
+more numbers than the batch limit allows, so a body's parsed size is bounded too; nesting
+too deep and integers too long for Python are 400s as well.
 """
 
 from __future__ import annotations
@@ -33,13 +37,73 @@ def encode_npy(x: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+NUMERIC_KINDS = "fiu"
+
+
+def parse_json(body: bytes, max_numbers: int) -> Any:
+    """``json.loads`` bounded by the number of values it may create.
+
+    Every JSON value sits after ``[``, ``,`` or ``:``, so their count bounds the objects
+    parsing can allocate (about 32 bytes each); a body over twice the numbers a full batch
+    needs (room for the brackets of nested lists) is refused before parsing.
+    """
+    if body.count(b",") + body.count(b"[") + body.count(b":") > 2 * max_numbers + 1024:
+        raise BadRequest(413, f"body holds more values than the batch limit allows "
+                              f"({max_numbers} numbers)")
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise BadRequest(400, "body nests too deeply") from None
+    except (ValueError, UnicodeDecodeError):  # JSONDecodeError, and ints over 4300 digits
+        raise BadRequest(400, "body is not valid JSON") from None
+
+
+def numbers_array(value: Any, what: str) -> np.ndarray:
+    """A nested list of numbers as float64, with every way it can fail as a 400."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise BadRequest(400, f"{what} must be a rectangular nested list of numbers"
+                         ) from None
+    return arr
+
+
+def load_npy(raw: bytes, max_elements: int) -> np.ndarray:
+    """A ``.npy`` payload, its header checked before any allocation; never unpickled."""
+    buf = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(buf)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(buf)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(buf)
+        else:
+            raise ValueError(f"version {version}")
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError):
+        raise BadRequest(400, "'npy' is not a base64-encoded .npy array") from None
+    if dtype.hasobject or dtype.kind not in NUMERIC_KINDS:
+        raise BadRequest(400, f"'npy' array has dtype {dtype}, expected numbers")
+    if len(shape) > 8 or any(d < 0 for d in shape):
+        raise BadRequest(400, f"'npy' array has shape {shape}")
+    count = 1
+    for d in shape:  # Python ints: no overflow, stop as soon as the limit is passed
+        count *= int(d)
+        if count > max_elements:
+            raise BadRequest(413, f"'npy' array of shape {shape} exceeds the limit of "
+                                  f"{max_elements} numbers")
+    data = raw[buf.tell():]
+    if len(data) != count * dtype.itemsize:
+        raise BadRequest(400, f"'npy' header says shape {shape} of {dtype} "
+                              f"({count * dtype.itemsize} bytes) but {len(data)} bytes follow")
+    arr = np.frombuffer(data, dtype=dtype, count=count)
+    return arr.reshape(shape, order="F" if fortran else "C")
+
+
 def decode_inputs(body: bytes, input_shape: tuple[int, int, int], max_batch: int
                   ) -> tuple[np.ndarray, int]:
     """Parse and validate a request body into float32 (N, C, H, W) and a top-k (0: none)."""
-    try:
-        obj: Any = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest(400, "body is not valid JSON") from None
+    max_numbers = max_batch * int(np.prod(input_shape))
+    obj: Any = parse_json(body, max_numbers)
     if not isinstance(obj, dict):
         raise BadRequest(400, "body must be a JSON object")
     top_k = obj.get("top_k", 0)
@@ -52,18 +116,19 @@ def decode_inputs(body: bytes, input_shape: tuple[int, int, int], max_batch: int
             raise BadRequest(400, "'npy' must be a base64 string")
         try:
             raw = base64.b64decode(obj["npy"], validate=True)
-            arr = np.load(io.BytesIO(raw), allow_pickle=False)
-        except (binascii.Error, ValueError, OSError, EOFError):
+        except (binascii.Error, ValueError):
             raise BadRequest(400, "'npy' is not a base64-encoded .npy array") from None
-        if arr.dtype.kind not in "fiu":
-            raise BadRequest(400, f"'npy' array has dtype {arr.dtype}, expected numbers")
+        arr = load_npy(raw, max_numbers)
     else:
-        try:
-            arr = np.asarray(obj["inputs"], dtype=np.float64)
-        except (ValueError, TypeError):
-            raise BadRequest(400, "'inputs' must be a rectangular nested list of numbers"
-                             ) from None
-    x = np.asarray(arr, dtype=np.float32)
+        arr = numbers_array(obj["inputs"], "'inputs'")
+    return check_batch(arr, input_shape, max_batch), top_k
+
+
+def check_batch(arr: np.ndarray, input_shape: tuple[int, int, int], max_batch: int
+                ) -> np.ndarray:
+    """float32 (N, C, H, W) within the limits, finite; a single (C, H, W) input is N=1."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = np.asarray(arr, dtype=np.float32)
     if x.ndim == 3:
         x = x[None]
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape):
@@ -74,5 +139,5 @@ def decode_inputs(body: bytes, input_shape: tuple[int, int, int], max_batch: int
     if x.shape[0] > max_batch:
         raise BadRequest(413, f"batch of {x.shape[0]} inputs exceeds the limit {max_batch}")
     if not np.isfinite(x).all():
-        raise BadRequest(400, "inputs contain NaN or infinity")
-    return x, top_k
+        raise BadRequest(400, "inputs contain NaN or infinity (or numbers beyond float32)")
+    return np.require(x, requirements=["C", "W"])  # writable: torch.from_numpy wants it

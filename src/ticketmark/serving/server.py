@@ -1,126 +1,163 @@
-"""``ThreadingHTTPServer`` serving a model's predictions on 127.0.0.1.
+"""uvicorn serving the prediction app (``app``) on 127.0.0.1.
 
-Endpoints: ``POST /predict`` (see ``protocol``) and ``GET /health`` (input shape, classes).
-Requests are bounded (``max_body`` bytes, ``max_batch`` inputs); inference runs under a
-lock because one PyTorch model is shared by all handler threads and the CPU is the
-bottleneck anyway. Every failure becomes a JSON ``{"error": ...}`` with a 4xx/5xx status,
-never a dropped connection.
+The socket is bound here, before uvicorn starts, so port 0 resolves to a known free port and
+a port in use fails at once with ``OSError``. Beyond uvicorn's own limits (connections,
+keep-alive, header size, listen backlog) this adds the one it lacks: a deadline for a
+connection's request headers, so clients that open a connection and drip (or send nothing)
+are closed instead of held forever. TCP_NODELAY is set by asyncio on every accepted socket,
+so small responses are not held back by Nagle's algorithm.
+
+``make_server`` / ``serve_in_thread`` / ``shutdown`` / ``server_close`` keep the interface of
+the stdlib server this replaced, for tests, the demo and in-process verification.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import logging
+import socket
 import threading
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
 from typing import Any
 
-import torch
+import uvicorn
 from torch import nn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ticketmark.serving.protocol import BadRequest, decode_inputs
+from ticketmark.serving.app import MAX_BATCH, MAX_BODY, Limits, Predictor, make_app
 
 HOST = "127.0.0.1"
-MAX_BODY = 32 * 1024 * 1024
-MAX_BATCH = 1024
+MAX_HEADER_BYTES = 16 * 1024
+
+__all__ = ["HOST", "MAX_BATCH", "MAX_BODY", "Limits", "PredictionServer", "make_server",
+           "serve_in_thread"]
 
 
-class PredictionServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _HeaderDeadlineH11(H11Protocol):
+    """h11 connection that closes if a request's headers are not complete in time.
 
-    def __init__(self, model: nn.Module, input_shape: tuple[int, int, int], num_classes: int,
-                 port: int = 0, max_body: int = MAX_BODY, max_batch: int = MAX_BATCH,
+    The deadline starts when the connection opens and again after every response; it is
+    met once a new request cycle has started (headers parsed). uvicorn's keep-alive timer
+    only runs between requests and is cancelled by the first byte of the next one, so
+    without this a client that sends half a request line holds its connection forever.
+    """
+
+    header_timeout = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        deadline = getattr(self, "_header_deadline", None)
+        if deadline is not None:
+            deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        old = getattr(self, "_header_deadline", None)
+        if old is not None:
+            old.cancel()
+        cycle = self.cycle
+        self._header_deadline = self.loop.call_later(self.header_timeout + self.timeout_keep_alive
+                                                     if cycle is not None else
+                                                     self.header_timeout,
+                                                     self._check_headers, cycle)
+
+    def _check_headers(self, cycle_at_arm: Any) -> None:
+        waiting = self.cycle is cycle_at_arm  # no new request began since the deadline
+        if waiting and not self.transport.is_closing():
+            self.transport.close()
+
+
+def _protocol_class(header_timeout: float) -> type[H11Protocol]:
+    return type("HeaderDeadlineH11", (_HeaderDeadlineH11,), {"header_timeout": header_timeout})
+
+
+class PredictionServer:
+    """A bound socket and the uvicorn server that will answer on it."""
+
+    def __init__(self, predictor: Predictor, limits: Limits, port: int = 0,
                  quiet: bool = True):
-        super().__init__((HOST, port), _Handler)
-        self.model = model.eval()
-        self.input_shape, self.num_classes = input_shape, num_classes
-        self.max_body, self.max_batch, self.quiet = max_body, max_batch, quiet
-        self.lock = threading.Lock()
+        self.predictor, self.limits = predictor, limits.validate()
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind((HOST, port))
+            self.socket.listen(limits.backlog)
+        except OSError:
+            self.socket.close()
+            raise
+        self.server_address = self.socket.getsockname()
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+            logging.getLogger(name).setLevel(logging.ERROR if quiet else logging.INFO)
+        config = uvicorn.Config(
+            make_app(predictor, limits), http=_protocol_class(limits.timeout),
+            lifespan="off", log_config=None, access_log=not quiet, server_header=False,
+            limit_concurrency=limits.max_connections, backlog=limits.backlog,
+            timeout_keep_alive=int(max(1, limits.keep_alive)),
+            timeout_graceful_shutdown=2, h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.server_address[1]}"
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.server_address[1]}/predict"
+        """The ticketmark-protocol endpoint (``/predict``)."""
+        return f"{self.base_url}/predict"
 
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor, top_k: int) -> dict[str, Any]:
-        with self.lock:
-            logits = self.model(x).float()
-        out: dict[str, Any] = {"labels": logits.argmax(1).tolist()}
-        if top_k:
-            probs = torch.softmax(logits, 1)
-            vals, idx = probs.topk(min(top_k, probs.shape[1]), dim=1)
-            out["top_k"] = [[[int(i), round(float(v), 6)] for i, v in zip(ri, rv, strict=True)]
-                            for ri, rv in zip(idx.tolist(), vals.tolist(), strict=True)]
-        return out
+    @property
+    def v2_url(self) -> str:
+        """The Open Inference Protocol endpoint of the served model."""
+        return f"{self.base_url}/v2/models/{self.predictor.name}/infer"
 
+    def serve_forever(self) -> None:
+        """Answer until ``shutdown`` (or SIGINT/SIGTERM when run in the main thread)."""
+        self._server.run(sockets=[self.socket])
 
-class _Handler(BaseHTTPRequestHandler):
-    server: PredictionServer
-    protocol_version = "HTTP/1.1"
+    def wait_started(self, timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        while not self._server.started and time.monotonic() < end:
+            if self._thread is not None and not self._thread.is_alive():
+                raise RuntimeError("the server thread stopped while starting")
+            time.sleep(0.01)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
-        if not self.server.quiet:
-            super().log_message(format, *args)
+    def shutdown(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
 
-    def _send(self, status: int, obj: dict[str, Any]) -> None:
-        body = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib handler name
-        if self.path.rstrip("/") != "/health":
-            self._send(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint {self.path}"})
-            return
-        self._send(HTTPStatus.OK, {"status": "ok", "input_shape": list(self.server.input_shape),
-                                   "num_classes": self.server.num_classes})
-
-    def do_POST(self) -> None:  # noqa: N802 - stdlib handler name
-        if self.path.rstrip("/") != "/predict":
-            self._send(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint {self.path}"})
-            return
-        try:
-            length = self._content_length()
-            body = self.rfile.read(length)
-            x, top_k = decode_inputs(body, self.server.input_shape, self.server.max_batch)
-            out = self.server.predict(torch.from_numpy(x), top_k)
-        except BadRequest as exc:
-            self.close_connection = True
-            self._send(exc.status, {"error": str(exc)})
-            return
-        except Exception as exc:  # noqa: BLE001 - answer, never drop the connection
-            self.close_connection = True
-            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}"})
-            return
-        self._send(HTTPStatus.OK, out)
-
-    def _content_length(self) -> int:
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required")
-        try:
-            length = int(raw)
-        except ValueError:
-            raise BadRequest(400, "Content-Length is not an integer") from None
-        if length < 0:
-            raise BadRequest(400, "Content-Length is negative")
-        if length > self.server.max_body:
-            raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                             f"body of {length} bytes exceeds the limit {self.server.max_body}")
-        return length
+    def server_close(self) -> None:
+        self.socket.close()
 
 
 def make_server(model: nn.Module, input_shape: tuple[int, int, int], num_classes: int,
-                port: int = 0, **kwargs: Any) -> PredictionServer:
-    """Bind (port 0: a free port) on 127.0.0.1; call ``serve_forever`` to answer."""
-    return PredictionServer(model, input_shape, num_classes, port, **kwargs)
+                port: int = 0, *, name: str = "ticket", quiet: bool = True,
+                limits: Limits | None = None, **overrides: Any) -> PredictionServer:
+    """Bind (port 0: a free port) on 127.0.0.1; ``serve_forever`` or ``serve_in_thread``.
+
+    ``overrides`` set single fields of ``Limits`` (``max_body=...``, ``max_batch=...``).
+    """
+    lim = limits or Limits()
+    for key, value in overrides.items():
+        if not hasattr(lim, key):
+            raise TypeError(f"unknown server limit {key!r}")
+        setattr(lim, key, value)
+    return PredictionServer(Predictor(model, input_shape, num_classes, name), lim, port, quiet)
 
 
 def serve_in_thread(server: PredictionServer) -> threading.Thread:
-    """Answer requests from a daemon thread (tests, benchmarks); stop with ``shutdown()``."""
+    """Answer from a daemon thread (tests, demo, in-process checks); stop with ``shutdown``."""
     thread = threading.Thread(target=server.serve_forever, name="ticketmark-serve",
                               daemon=True)
+    server._thread = thread
     thread.start()
+    server.wait_started()
     return thread

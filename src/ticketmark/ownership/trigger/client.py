@@ -55,6 +55,7 @@ class ClientOptions:
     retries: int = 2  # extra attempts after a transient failure
     backoff: float = 0.5  # seconds before the first retry, doubled each time
     deadline: float = 300.0  # seconds for the whole exchange, retries included
+    adapter: Any = None  # adapter.InputAdapter: protocol, input layout and normalisation
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,16 @@ def query_labels(suspect: str, x: np.ndarray, classes: int, opts: ClientOptions
         raise EndpointError(f"the set needs {len(x)} queries, over the cap of "
                             f"{opts.max_queries}")
     endpoint = parse_endpoint(suspect)
+    # Other protocols (KServe v2) and input adapters live in their own modules.
+    from ticketmark.ownership.trigger.adapter import InputAdapter
+
+    adapter = opts.adapter or InputAdapter()
+    if adapter.resolve_protocol(urllib.parse.urlsplit(endpoint.url).path) == "kserve-v2":
+        from ticketmark.ownership.trigger.kserve import query_labels_v2
+
+        return query_labels_v2(endpoint.url, x, classes, opts, adapter)
+    if opts.adapter is not None:
+        x = adapter.apply(x)
     deadline = _Deadline(opts.deadline)
     labels = []
     for start in range(0, len(x), opts.batch_size):  # bounded: len(x) <= max_queries

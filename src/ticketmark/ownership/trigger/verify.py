@@ -96,7 +96,8 @@ def suspect_labels(suspect: str, x: torch.Tensor, params: TriggerParams,
     """Labels from a model file or an endpoint; EndpointError when they cannot be had."""
     if is_endpoint(suspect):
         opts = ClientOptions(batch_size=options.batch_size, timeout=options.timeout,
-                             max_queries=options.max_queries, deadline=options.deadline)
+                             max_queries=options.max_queries, deadline=options.deadline,
+                             adapter=options.adapter)
         return query_labels(suspect, x.numpy(), params.classes, opts)
     return _model_labels(suspect, x, params)
 
