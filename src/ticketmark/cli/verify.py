@@ -38,9 +38,14 @@ def verify_claim(suspect: str, claim_path: Path, options: VerifyOptions) -> Verd
 def verify(
     suspect: str = typer.Option(..., "--suspect", help="suspect model file, or http:// endpoint"),
     claim: Path = typer.Option(..., "--claim", help="the owner's signed claim (JSON)"),
-    reference: Path | None = typer.Option(None, help="owner's reference ticket (re-aligns "
-                                                     "permuted channels)"),
-    reveal: Path | None = typer.Option(None, help="revealed trigger seed file"),
+    reference: Path | None = typer.Option(None, help="the claimant's reference ticket (the one "
+                                                     "the claim was made for; signature: "
+                                                     "re-aligns permuted channels)"),
+    reveal: Path | None = typer.Option(None, help="trigger: the owner's reveal file (or "
+                                                  "trigger folder)"),
+    null_models: Path | None = typer.Option(None, help="trigger: models known to be unmarked, "
+                                                       "trained independently (file or "
+                                                       "folder)"),
     search: bool = typer.Option(False, "--search", help="signature: search all positions"),
     threshold: float | None = typer.Option(None, help="p-value below which the claim holds"),
     full_evidence: bool = typer.Option(False, "--full-evidence",
@@ -53,7 +58,8 @@ def verify(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="print every evidence field"),
 ) -> None:
     """Print a verdict (exit 0 OWNED, 1 otherwise) with its evidence."""
-    options = VerifyOptions(reference=reference, reveal=reveal, search=search,
+    options = VerifyOptions(reference=reference, reveal=reveal, null_models=null_models,
+                            search=search,
                             threshold=threshold, full_evidence=full_evidence,
                             report_dir=report, max_queries=max_queries,
                             timeout=timeout, batch_size=batch_size)
