@@ -18,7 +18,6 @@ from ticketmark.io import load_ticket
 from ticketmark.ownership.claims import Claim, make_claim
 from ticketmark.ownership.keys import keygen, load_private_key
 from ticketmark.ownership.trigger.commitment import (
-    derived_claim_params,
     folder_claim_params,
     load_reveal,
     new_nonce,
