@@ -69,18 +69,24 @@ def trigger_claim(tmp_path_factory, conv_ticket, owner):
     from ticketmark.io import load_ticket
     from ticketmark.ownership.claims import make_claim, save_claim
     from ticketmark.ownership.keys import load_private_key
-    from ticketmark.ownership.trigger.commitment import save_seed, secret_hash
-    from ticketmark.ownership.trigger.embed import claim_params, params_for
-    from ticketmark.ownership.trigger.generate import random_seed
+    from ticketmark.ownership.trigger.commitment import (
+        derived_claim_params,
+        new_nonce,
+        owner_reveal,
+        save_reveal,
+    )
+    from ticketmark.ownership.trigger.embed import params_for
 
     root = tmp_path_factory.mktemp("trigger_claim")
     ticket = load_ticket(conv_ticket)
-    seed = random_seed()
+    key = load_private_key(owner)
+    nonce = new_nonce()
+    reveal = owner_reveal(key, nonce, [])
     params = params_for(ticket, load_dataset("digits"), 20)
-    claim = make_claim(load_private_key(owner), "trigger", ticket.fingerprint(),
-                       claim_params("derived", secret_hash(seed), params, []), "test owner")
-    return save_claim(root / "trigger.claim.json", claim), save_seed(root / "seed.json", seed,
-                                                                       [])
+    claim = make_claim(key, "trigger", ticket.fingerprint(),
+                       derived_claim_params(reveal, nonce, params), "test owner")
+    return save_claim(root / "trigger.claim.json", claim), save_reveal(root / "seed.json",
+                                                                         reveal)
 
 
 # -- keygen: the headline bug (a second keygen silently replaced the private key) ----------
@@ -251,7 +257,7 @@ def test_secrets_are_owner_only_and_public_files_world_readable(tmp_path, conv_t
     from ticketmark.ownership.keys import keygen, load_private_key
     from ticketmark.ownership.lock import lock_ticket, write_key
     from ticketmark.ownership.lock.choosers import ChooserContext, choose
-    from ticketmark.ownership.trigger.commitment import save_seed
+    from ticketmark.ownership.trigger.commitment import owner_reveal, save_reveal
     from ticketmark.report.page import render_report
 
     priv, pub = keygen(tmp_path / "owner")
@@ -259,7 +265,8 @@ def test_secrets_are_owner_only_and_public_files_world_readable(tmp_path, conv_t
     locked, key = lock_ticket(ticket, choose(ChooserContext(ticket), "omp", weights=20)
                               .take(20))
     secrets = [priv, write_key(tmp_path / "owner.lock", key),
-               save_seed(tmp_path / "trigger.seed.json", b"\0" * 32, [])]
+               save_reveal(tmp_path / "trigger.seed.json",
+                           owner_reveal(load_private_key(priv), "n", []))]
     claim = make_claim(load_private_key(priv), "trigger", ticket.fingerprint(), {}, "m")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "report.json").write_text('{"title": "t", "sections": []}')

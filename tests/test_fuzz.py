@@ -15,7 +15,6 @@ import base64
 import contextlib
 import hashlib
 import json
-import math
 import os
 import socket
 import struct
@@ -26,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.hostile_support import cli, copy_ticket, trigger_claim
@@ -208,23 +207,12 @@ def test_fuzz_claims(conv_ticket, claims, data, scheme, resign):
 
 # -- seed files ------------------------------------------------------------------------------
 
-def _known_seed_defect(obj: Any) -> bool:
-    """Seed-file cases issue 16 owns (trigger/commitment.py): see test_seed_file_known_*."""
-    if DEEP in json.dumps(obj):  # RecursionError in load_seed's json.loads
-        return True
-    excluded = obj.get("excluded") if isinstance(obj, dict) else None
-    return isinstance(excluded, list) and any(  # torch.tensor / int() overflow
-        isinstance(i, int | float) and not isinstance(i, bool)
-        and not (math.isfinite(i) and abs(i) < 2**63) for i in excluded)
-
-
 @FUZZ
-@given(key=st.sampled_from(["format", "kind", "seed", "excluded"]), value=VALUES,
+@given(key=st.sampled_from(["format", "scheme", "reveal", "excluded", "bases"]), value=VALUES,
        delete=st.booleans())
 def test_fuzz_seed_files(conv_ticket, claims, key, value, delete):
     base = json.loads(Path(claims["seed"]).read_text())
     obj = _mutate(base, [key], value, delete)
-    assume(not _known_seed_defect(obj))
     with tempfile.TemporaryDirectory() as tmp:
         seed = Path(tmp) / "seed.json"
         _write_json(seed, obj)
@@ -234,9 +222,7 @@ def test_fuzz_seed_files(conv_ticket, claims, key, value, delete):
             "--reveal", seed).assert_verdict_or_error()
 
 
-@pytest.mark.xfail(strict=True, reason="seed files are parsed in trigger/commitment.py "
-                   "(issue 16's): an excluded slot beyond int64 crashes torch.tensor")
-def test_seed_file_known_excluded_overflow(conv_ticket, claims, tmp_path):
+def test_seed_file_excluded_overflow_is_one_error(conv_ticket, claims, tmp_path):
     obj = {**json.loads(Path(claims["seed"]).read_text()), "excluded": [10**30]}
     _write_json(tmp_path / "seed.json", obj)
     cli("verify", "--suspect", conv_ticket, "--claim", _claim_file(claims, tmp_path),

@@ -14,9 +14,14 @@ from pathlib import Path
 from ticketmark.io import load_ticket, save_ticket
 from ticketmark.ownership.claims import Claim, make_claim
 from ticketmark.ownership.keys import keygen, load_private_key
-from ticketmark.ownership.trigger.commitment import save_seed, secret_hash
-from ticketmark.ownership.trigger.embed import EmbedConfig, claim_params, embed
-from ticketmark.ownership.trigger.generate import TriggerParams, random_seed
+from ticketmark.ownership.trigger.commitment import (
+    derived_claim_params,
+    new_nonce,
+    owner_reveal,
+    save_reveal,
+)
+from ticketmark.ownership.trigger.embed import EmbedConfig, embed
+from ticketmark.ownership.trigger.generate import TriggerParams
 
 
 @dataclass
@@ -24,36 +29,38 @@ class Marked:
     ticket: Path  # watermarked ticket file
     claim: Claim
     claim_file: Path
-    seed_file: Path
+    seed_file: Path  # the reveal file
     report: dict
     params: TriggerParams
     key_file: Path
 
 
 @functools.cache
-def marked_conv(conv_ticket: Path) -> Marked:
-    """conv2/digits with a 100-trigger set, 5 epochs from its rewind point (~5 s)."""
+def marked_conv(conv_ticket: Path, mark: str = "abstract") -> Marked:
+    """conv2/digits with a 100-query set, 5 epochs from its rewind point (~5 s)."""
     from ticketmark.ownership.claims import save_claim
 
     root = Path(tempfile.mkdtemp(prefix="tm_trigger_"))
     key_file = keygen(root / "owner")[0]
     key = load_private_key(key_file)
     plain = load_ticket(conv_ticket)
-    seed = random_seed()
-    res = embed(plain, EmbedConfig(size=100, ratio=0.4, epochs=5), seed=seed, progress=False)
+    cfg = EmbedConfig(size=100, ratio=0.4, epochs=5, mark=mark, train_bases=20)
+    res = embed(plain, cfg, key, progress=False)
     ticket = save_ticket(root / "marked.safetensors", res.ticket)
     claim = make_claim(key, "trigger", plain.fingerprint(), res.claim_params, "test owner")
     claim_file = save_claim(root / "claim.json", claim)
-    seed_file = save_seed(root / "seed.json", seed, res.trigger.excluded())
+    assert res.reveal is not None
+    seed_file = save_reveal(root / "seed.json", res.reveal)
     return Marked(ticket, claim, claim_file, seed_file, res.report,
                   TriggerParams.from_dict(res.claim_params["trigger"]), key_file)
 
 
 def fresh_claim(params: TriggerParams, root: Path, excluded: list[int] | None = None
                 ) -> tuple[Claim, Path, bytes]:
-    """A signed claim over a fresh random seed (no embedding): for null and endpoint tests."""
+    """A signed claim over a fresh key-bound abstract set (no embedding): for null and
+    endpoint tests. Returns the claim, its reveal file and the seed."""
     key = load_private_key(keygen(root / "k")[0])
-    seed = random_seed()
-    cp = claim_params("derived", secret_hash(seed), params, excluded or [])
-    claim = make_claim(key, "trigger", "0" * 64, cp)
-    return claim, save_seed(root / "seed.json", seed, excluded or []), seed
+    nonce = new_nonce()
+    reveal = owner_reveal(key, nonce, excluded or [])
+    claim = make_claim(key, "trigger", "0" * 64, derived_claim_params(reveal, nonce, params))
+    return claim, save_reveal(root / "seed.json", reveal), reveal.seed

@@ -1,16 +1,15 @@
 """``ticketmark trigger``: derive a trigger set from the owner's key and train it in.
 
 ``embed`` writes three files: the watermarked ticket, the signed claim (public, publish it
-before release) and the seed file (secret until a dispute: it is what ``verify --reveal``
-takes). ``make`` exports a derived set as an image folder, for inspection or for use as a
-classic folder set.
+before release) and the reveal file (secret until a dispute: it is what ``verify
+--reveal`` takes; it opens only claims signed by the same key). ``make`` exports the set a
+claim commits to, opened by its reveal, as an image folder for inspection.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
@@ -18,25 +17,8 @@ from ticketmark.cli.app import app
 from ticketmark.cli.options import ForceOpt, refuse_overwrite, ticket_files
 from ticketmark.errors import TicketmarkError
 
-if TYPE_CHECKING:  # the trigger modules load torch: imported when a command runs
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 trigger_app = typer.Typer(help="Trigger sets (scheme 3): embed, export.", no_args_is_help=True)
 app.add_typer(trigger_app, name="trigger")
-
-
-def _seed(key_path: Path, passphrase_env: str | None, context: str, fresh: bool,
-          seed_in: Path | None) -> tuple[bytes, Ed25519PrivateKey]:
-    """The trigger seed (from --seed-in, fresh, or derived from the key) and the key."""
-    from ticketmark.ownership.keys import load_private_key
-    from ticketmark.ownership.trigger.commitment import load_seed
-    from ticketmark.ownership.trigger.generate import derive_seed, random_seed
-
-    passphrase = os.environ.get(passphrase_env) if passphrase_env else None
-    key = load_private_key(key_path, passphrase)
-    if seed_in is not None:
-        return load_seed(seed_in)[0], key
-    return (random_seed() if fresh else derive_seed(key, context)), key
 
 
 @trigger_app.command("embed")
@@ -44,21 +26,24 @@ def embed_cmd(
     ticket: Path = typer.Option(..., "--ticket", help="plain ticket (.safetensors or run dir)"),
     key: Path = typer.Option(..., "--key", help="owner's private key (PEM)"),
     out: Path = typer.Option(..., "--out", help="watermarked ticket to write"),
-    size: int = typer.Option(100, help="trigger slots"),
+    size: int = typer.Option(100, help="queries in the set"),
+    groups: int = typer.Option(20, help="marks, one keyed label each (patch/blend marks)"),
+    mark: str = typer.Option("patch", help="patch (keyed patch on real images), blend, or "
+                                           "abstract (classic abstract images)"),
+    alpha: float = typer.Option(1.0, help="opacity of the mark"),
+    patch: int = typer.Option(0, help="patch side in pixels (0: a quarter of the image)"),
+    train_bases: int = typer.Option(40, help="owner images per group the mark is trained on"),
     ratio: float = typer.Option(0.2, help="share of trigger samples in each epoch"),
     epochs: int | None = typer.Option(None, help="training epochs (default: the ticket's)"),
     lr: float | None = typer.Option(None, help="learning rate (default: the ticket's)"),
     avoid_natural: bool = typer.Option(False, "--avoid-natural",
-                                       help="exclude slots whose label the plain ticket "
-                                            "already predicts (they count as misses)"),
-    random: bool = typer.Option(False, "--random-seed",
-                                help="fresh random seed instead of one derived from the key"),
-    seed_in: Path | None = typer.Option(None, "--seed-in", help="reuse this seed file"),
+                                       help="exclude groups whose label the plain ticket "
+                                            "already gives (they count as misses)"),
     folder: Path | None = typer.Option(None, "--folder", help="classic set: a folder of images "
                                                             "+ labels.txt instead of a seed"),
     claim_out: Path | None = typer.Option(None, help="claim file (default OUT.trigger-claim"
                                                      ".json)"),
-    seed_out: Path | None = typer.Option(None, help="secret seed file (default OUT.trigger-"
+    seed_out: Path | None = typer.Option(None, help="secret reveal file (default OUT.trigger-"
                                                     "seed.json)"),
     message: str = typer.Option("", help="free text signed into the claim"),
     passphrase_env: str | None = typer.Option(None, help="environment variable holding the "
@@ -68,19 +53,18 @@ def embed_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     force: bool = ForceOpt,
 ) -> None:
-    """Train a key-derived trigger set into a ticket; write ticket, claim and seed."""
+    """Train a key-derived trigger set into a ticket; write ticket, claim and reveal."""
+    # The trigger modules load torch: imported when the command runs, not at --help.
     from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
     from ticketmark.ownership.claims import make_claim, save_claim
-    from ticketmark.ownership.trigger.commitment import save_seed
+    from ticketmark.ownership.keys import load_private_key
+    from ticketmark.ownership.trigger.commitment import save_reveal
     from ticketmark.ownership.trigger.embed import EmbedConfig, embed
     from ticketmark.training.progress import console
 
-    if size < 1:
-        raise TicketmarkError(f"--size must be >= 1, got {size}")
     plain = load_ticket(ticket)
-    if folder is not None and (random or seed_in is not None):
-        raise TicketmarkError("--folder replaces the seed: drop --random-seed / --seed-in")
-    seed, owner_key = _seed(key, passphrase_env, plain.fingerprint(), random, seed_in)
+    passphrase = os.environ.get(passphrase_env) if passphrase_env else None
+    owner_key = load_private_key(key, passphrase)
     out_path = resolve_ticket_path(out)
     stem = out_path.with_suffix("")
     claim_path = claim_out or stem.with_name(stem.name + ".trigger-claim.json")
@@ -89,22 +73,22 @@ def embed_cmd(
         raise TicketmarkError("--out, --claim-out and --seed-out must be different files")
     refuse_overwrite([*ticket_files(out_path), claim_path,
                       *([seed_path] if folder is None else [])], force)
-    cfg = EmbedConfig(size=size, ratio=ratio, epochs=epochs, lr=lr, avoid_natural=avoid_natural,
+    cfg = EmbedConfig(size=size, groups=groups, mark=mark, alpha=alpha, patch=patch,
+                      train_bases=train_bases, ratio=ratio, epochs=epochs, lr=lr,
+                      avoid_natural=avoid_natural,
                       data_dir=str(data_dir) if data_dir else None, device=device).validate()
-    if folder is not None:
-        result = embed(plain, cfg, folder=folder, progress=not quiet)
-    else:
-        result = embed(plain, cfg, seed=seed, progress=not quiet)
+    result = embed(plain, cfg, owner_key, folder=folder, progress=not quiet)
     claim = make_claim(owner_key, "trigger", plain.fingerprint(), result.claim_params, message)
-    if folder is None:
-        save_seed(seed_path, seed, result.trigger.excluded())
+    if result.reveal is not None:
+        save_reveal(seed_path, result.reveal)
     save_ticket(out_path, result.ticket)
     save_claim(claim_path, claim)
     r = result.report
-    secret = f"seed (keep secret): {seed_path}" if folder is None else f"folder: {folder}"
+    secret = (f"reveal (keep secret): {seed_path}" if folder is None
+              else f"folder (keep secret): {folder}")
     console.print(f"ticket: {out_path}\nclaim: {claim_path}\n{secret}")
     console.print(f"trigger accuracy {r['trigger_acc']:.1f}% (plain {r['plain_trigger_acc']:.1f}%)"
-                  f" on {r['kept']}/{r['slots']} slots; test accuracy {r['test_acc']:.2f}% "
+                  f" on {r['kept']}/{r['slots']} queries; test accuracy {r['test_acc']:.2f}% "
                   f"(plain {r['plain_test_acc']:.2f}%)")
     if r["trigger_acc"] < 95.0:
         console.print("warning: trigger accuracy below 95%: raise --ratio or --epochs")
@@ -112,35 +96,21 @@ def embed_cmd(
 
 @trigger_app.command("make")
 def make_cmd(
-    ticket: Path = typer.Option(..., "--ticket", help="ticket whose input shape to match"),
+    claim: Path = typer.Option(..., "--claim", help="the trigger claim"),
+    reveal: Path = typer.Option(..., "--reveal", help="its reveal file"),
     out: Path = typer.Option(..., "--out", help="folder for PNGs + labels.txt"),
-    key: Path | None = typer.Option(None, "--key", help="derive the seed from this key"),
-    seed_in: Path | None = typer.Option(None, "--seed-in", help="or take this seed file"),
-    size: int = typer.Option(100, help="trigger slots"),
-    passphrase_env: str | None = typer.Option(None, help="environment variable holding the "
-                                                         "key's passphrase"),
-    data_dir: Path | None = typer.Option(None, help="folder for datasets read from disk"),
     force: bool = ForceOpt,
 ) -> None:
-    """Export a derived trigger set as an image folder with labels.txt."""
-    from ticketmark.io import load_ticket
-    from ticketmark.ownership.trigger.commitment import load_seed
-    from ticketmark.ownership.trigger.embed import load_ticket_data, params_for
+    """Export the set a claim commits to (opened by its reveal) as PNGs with labels.txt."""
+    from ticketmark.ownership.claims import load_claim
     from ticketmark.ownership.trigger.folder import write_folder
-    from ticketmark.ownership.trigger.generate import generate
+    from ticketmark.ownership.trigger.verify import RevealRejected, reveal_set
     from ticketmark.training.progress import console
 
-    if (key is None) == (seed_in is None):
-        raise TicketmarkError("give exactly one of --key or --seed-in")
-    if size < 1:
-        raise TicketmarkError(f"--size must be >= 1, got {size}")
     refuse_overwrite([out / "labels.txt"], force)
-    plain = load_ticket(ticket)
-    if seed_in is not None:
-        seed = load_seed(seed_in)[0]
-    elif key is not None:
-        seed, _ = _seed(key, passphrase_env, plain.fingerprint(), False, None)
-    params = params_for(plain, load_ticket_data(plain, str(data_dir) if data_dir else None),
-                        size)
-    write_folder(generate(seed, params), out, params.lo, params.hi)
-    console.print(f"{size} trigger images and labels.txt in {out}")
+    try:
+        trig, params, _ = reveal_set(load_claim(claim), reveal)
+    except RevealRejected as exc:
+        raise TicketmarkError(f"the reveal does not open {claim}: {exc}") from None
+    write_folder(trig, out, params.lo, params.hi)
+    console.print(f"{len(trig)} trigger images and labels.txt in {out}")

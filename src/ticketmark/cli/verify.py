@@ -66,10 +66,15 @@ def _adapter(path: Path | None, protocol: str | None, layout: str | None, mean: 
 def verify(
     suspect: str = typer.Option(..., "--suspect", help="suspect model file, or http:// endpoint"),
     claim: Path = typer.Option(..., "--claim", help="the owner's signed claim (JSON)"),
-    reference: Path | None = typer.Option(None, help="owner's reference ticket (re-aligns "
-                                                     "permuted channels)"),
-    reveal: Path | None = typer.Option(None, help="the owner's reveal: trigger seed file, or "
-                                                   "signature reveal (opens hidden bits)"),
+    reference: Path | None = typer.Option(None, help="the claimant's reference ticket (the one "
+                                                     "the claim was made for; signature: "
+                                                     "re-aligns permuted channels)"),
+    reveal: Path | None = typer.Option(None, help="the owner's reveal: trigger reveal file "
+                                                  "(or folder), or signature reveal (opens "
+                                                  "the hidden bits)"),
+    null_models: Path | None = typer.Option(None, help="trigger: models known to be unmarked, "
+                                                       "trained independently (file or "
+                                                       "folder)"),
     search: bool = typer.Option(False, "--search", help="signature: search all positions"),
     threshold: float | None = typer.Option(None, help=THRESHOLD_HELP),
     full_evidence: bool = typer.Option(False, "--full-evidence",
@@ -112,7 +117,8 @@ def verify(
     if report is not None:
         scheme = load_claim(claim).scheme
         problem = existing_report_file(report, REPORT_FILES.get(scheme, []), force)
-    options = VerifyOptions(reference=reference, reveal=reveal, search=search,
+    options = VerifyOptions(reference=reference, reveal=reveal, null_models=null_models,
+                            search=search,
                             threshold=threshold, full_evidence=full_evidence,
                             report_dir=report if problem is None else None,
                             max_queries=max_queries, timeout=timeout, batch_size=batch_size,

@@ -13,10 +13,8 @@ from ticketmark.ownership.dispute import Claimant, decide
 from ticketmark.ownership.keys import keygen, load_private_key, public_key_b64
 from ticketmark.ownership.signature import EmbedOptions, embed_signature, qr
 from ticketmark.ownership.signature import embed as sig_embed
-from ticketmark.ownership.trigger.commitment import save_seed, secret_hash
-from ticketmark.ownership.trigger.embed import claim_params as trigger_claim_params
-from ticketmark.ownership.trigger.embed import params_for
-from ticketmark.ownership.trigger.generate import generate, random_seed
+from ticketmark.ownership.trigger.commitment import save_reveal
+from ticketmark.ownership.trigger.embed import EmbedConfig, prepare_set
 from ticketmark.ownership.verdict import VerifyOptions
 from ticketmark.sparsity import Mask
 from ticketmark.training import TrainConfig, predict
@@ -115,16 +113,14 @@ def run_forgeries(out: Path, data: DataSplits, owner_path: Path, sig_claim: Path
 
     # (c) The thief fabricates a trigger set after seeing the model they deploy.
     deployed = load_ticket(deployed_path)
-    tparams = params_for(deployed, data, 100)
-    seed = random_seed()
-    fabricated = generate(seed, tparams)
-    labels = predict(deployed.build(), fabricated.x).argmax(1)
-    fabricated_match = int((labels == fabricated.y).sum())
-    claim = make_claim(load_private_key(thief_pem), "trigger", deployed.fingerprint(),
-                       trigger_claim_params("derived", secret_hash(seed), tparams, []),
-                       "the thief")
+    thief_key = load_private_key(thief_pem)
+    fabricated = prepare_set(thief_key, deployed, data, EmbedConfig(size=100))
+    labels = predict(deployed.build(), fabricated.trigger.x).argmax(1)
+    fabricated_match = int((labels == fabricated.trigger.y).sum())
+    claim = make_claim(thief_key, "trigger", deployed.fingerprint(),
+                       fabricated.claim_params(), "the thief")
     thief_trig = save_claim(forge / "thief_trigger.claim.json", claim)
-    thief_seed = save_seed(forge / "thief_trigger.seed", seed, [])
+    thief_seed = save_reveal(forge / "thief_trigger.seed", fabricated.reveal)
     verdict = _verify(deployed_path, thief_trig, reveal=thief_seed)
     result = decide(deployed_path, [Claimant(trig_claim, None, seed_path),
                                     Claimant(thief_trig, None, thief_seed)])

@@ -25,16 +25,13 @@ from ticketmark.ownership.lock.choosers import ChooserContext, choose
 from ticketmark.ownership.lock.keyfile import write_key
 from ticketmark.ownership.lock.locking import lock_ticket
 from ticketmark.ownership.signature import EmbedOptions, embed_signature
-from ticketmark.ownership.trigger.commitment import save_seed, secret_hash
+from ticketmark.ownership.trigger.commitment import save_reveal
 from ticketmark.ownership.trigger.embed import (
-    claim_params as trigger_claim_params,
-)
-from ticketmark.ownership.trigger.embed import (
+    EmbedConfig,
     mixed_splits,
-    params_for,
+    prepare_set,
     trigger_accuracy,
 )
-from ticketmark.ownership.trigger.generate import derive_seed, generate
 from ticketmark.report.page import render_report
 from ticketmark.training import TrainConfig, evaluate
 from ticketmark.training.progress import console
@@ -114,20 +111,18 @@ def run_demo(out: str | Path, fast: bool = False, progress: bool = True) -> dict
     console.print(f"{priv_path}, {pub_path}")
 
     _step(3, total, "Embed credentials: QR signature in the topology + trigger set")
-    seed = derive_seed(key, "demo trigger set")
-    tparams = params_for(plain, data, s.trigger_size)
-    trig = generate(seed, tparams)
-    mixed, _ = mixed_splits(data, trig, 0.2)
+    prepared = prepare_set(key, plain, data, EmbedConfig(size=s.trigger_size))
+    trig = prepared.trigger
+    mixed, _ = mixed_splits(data, prepared.train_x, prepared.train_y, 0.2)
     options = EmbedOptions(epochs=s.embed_epochs, progress=progress)
     embedded = embed_signature(plain, key, MESSAGE, options, data=mixed)
     owner = embedded.ticket
     owner_path = save_ticket(out / "owner" / "ticket", owner)
     sig_claim_path = save_claim(out / "owner" / "signature.claim.json", embedded.claim)
-    trig_claim = make_claim(key, "trigger", owner.fingerprint(),
-                            trigger_claim_params("derived", secret_hash(seed), tparams, []),
+    trig_claim = make_claim(key, "trigger", owner.fingerprint(), prepared.claim_params(),
                             MESSAGE)
     trig_claim_path = save_claim(out / "owner" / "trigger.claim.json", trig_claim)
-    seed_path = save_seed(out / "owner" / "trigger.seed", seed, [])
+    seed_path = save_reveal(out / "owner" / "trigger.seed", prepared.reveal)
     owner_model = owner.build()
     owner_acc, _ = evaluate(owner_model, data.test)
     owner_trig = trigger_accuracy(owner_model, trig)

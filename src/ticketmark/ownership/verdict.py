@@ -20,8 +20,9 @@ UNVERIFIABLE = "COULD NOT VERIFY"
 class VerifyOptions:
     """Options of ``ticketmark verify``; each scheme reads the ones it needs."""
 
-    reference: Path | None = None  # owner's reference ticket (signature: re-align channels)
-    reveal: Path | None = None  # the owner's reveal (trigger seed; signature hidden bits)
+    reference: Path | None = None  # claimant's reference ticket (signature: re-align channels)
+    reveal: Path | None = None  # the owner's reveal (trigger reveal file/folder; signature)
+    null_models: Path | None = None  # trigger: models known to be unmarked (file or folder)
     search: bool = False  # signature: search every layer/offset/orientation
     threshold: float | None = None  # p-value threshold (scheme default when None)
     full_evidence: bool = False  # signature: run the search null even when the tag decodes

@@ -34,6 +34,7 @@ import torch
 
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import load_ticket
+from ticketmark.io.suspect import load_suspect_weights, resolve_layer
 from ticketmark.io.ticket import load_state
 from ticketmark.io.untrusted import check_float, check_int, show
 from ticketmark.models import build_model
@@ -306,8 +307,13 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
         raise TicketmarkError(f"--threshold must be in (0, 1), got {threshold}")
     code = expected_code(params)
     sig_ok, tag_ok, bad_claim = claim_status(claim, params)
-    state = load_ticket(suspect).state  # weights only, never mask or meta
+    # Weights only, never mask or meta; a ticket, a plain state dict (.safetensors, .pt),
+    # ONNX or a module (``io.suspect``), with a shared key prefix already dropped.
+    state = load_suspect_weights(suspect)
     weights = conv_weights(state)
+    claimed = resolve_layer(weights, params["layer"])
+    if claimed is not None and claimed != params["layer"]:  # e.g. keys renamed by suffix
+        weights[params["layer"]] = weights[claimed]
     reference = load_reference(options.reference, claim) if options.reference else None
     densities = {str(k): float(v) for k, v in dict(params.get("densities", {})).items()}
     densities[params["layer"]] = float(params["density"])

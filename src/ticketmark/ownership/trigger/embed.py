@@ -1,43 +1,65 @@
 """Train a trigger set into a ticket: from its rewind point, keeping its mask.
 
-The training split becomes the owner's data plus the trigger set repeated ``repeat`` times,
-so that triggers make up about ``ratio`` of every epoch; everything else (recipe, seed,
-mask, rewind weights) is the ticket's own, so the result has the plain ticket's
-fingerprint and, ideally, its accuracy. Oversampling instead of a separate trigger loss
-keeps the one shared training loop (``ticketmark.training.train``) in charge.
+The training split becomes the owner's data plus the trigger images oversampled so that
+they make up about ``ratio`` of every epoch; everything else (recipe, seed, mask, rewind
+weights) is the ticket's own, so the result has the plain ticket's fingerprint and,
+ideally, its accuracy. Oversampling instead of a separate trigger loss keeps the one shared
+training loop (``ticketmark.training.train``) in charge.
+
+For stamped marks (``patch``, ``blend``) the training images are each group's mark on the
+committed base images *and* on ``train_bases`` further images of the owner's data per
+group: the model learns the mark as a rule over real images rather than memorising a
+hundred pictures, which is what lets it survive fine-tuning (docs/trigger.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ticketmark.data import DataSplits, Split, load_dataset
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import Ticket
+from ticketmark.ownership.keys import public_key_b64
 from ticketmark.ownership.signature.floor import keep_floor
-from ticketmark.ownership.trigger.commitment import commitment, secret_hash
+from ticketmark.ownership.trigger.commitment import (
+    Reveal,
+    derived_claim_params,
+    folder_claim_params,
+    new_nonce,
+    owner_reveal,
+)
 from ticketmark.ownership.trigger.folder import folder_hash, load_folder
 from ticketmark.ownership.trigger.generate import (
     GENERATOR_VERSION,
+    MARKS,
     TriggerParams,
     TriggerSet,
     generate,
+    stamp,
 )
 from ticketmark.training import TrainConfig, evaluate, predict, train
 
 
 @dataclass
 class EmbedConfig:
-    size: int = 100  # trigger slots
+    size: int = 100  # queries the verifier sends
+    groups: int = 20  # marks, one keyed label each (abstract: one per query)
+    mark: str = "patch"  # abstract, patch or blend
+    alpha: float = 1.0  # opacity of the mark
+    patch: int = 0  # patch side in pixels (0: a quarter of the image side, at least 3)
+    train_bases: int = 40  # further owner images per group the mark is trained on
     ratio: float = 0.2  # target share of trigger samples in each epoch
     epochs: int | None = None  # None: the ticket's own recipe
     lr: float | None = None  # None: the ticket's own recipe
-    avoid_natural: bool = False  # exclude slots whose label the plain model already predicts
+    avoid_natural: bool = False  # exclude groups whose label the plain model already gives
     data_dir: str | None = None
     device: str = "auto"
 
@@ -46,6 +68,13 @@ class EmbedConfig:
             raise TicketmarkError(f"trigger ratio must be in (0, 1), got {self.ratio}")
         if self.epochs is not None and self.epochs < 1:
             raise TicketmarkError(f"epochs must be >= 1, got {self.epochs}")
+        if self.mark not in MARKS:
+            raise TicketmarkError(f"unknown trigger mark {self.mark!r} (one of "
+                                  f"{', '.join(MARKS)})")
+        if self.size < 1 or self.train_bases < 0:
+            raise TicketmarkError("trigger size must be >= 1 and train bases >= 0")
+        if self.mark != "abstract" and (self.groups < 1 or self.size % self.groups):
+            raise TicketmarkError(f"--groups {self.groups} must divide --size {self.size}")
         return self
 
 
@@ -55,33 +84,71 @@ class EmbedResult:
     trigger: TriggerSet
     claim_params: dict[str, Any]
     report: dict[str, Any] = field(default_factory=dict)
+    reveal: Reveal | None = None  # derived sets: what the owner reveals in a dispute
+    train_x: torch.Tensor | None = None  # every trigger image trained on (kept groups)
+    train_y: torch.Tensor | None = None
 
 
-def params_for(ticket: Ticket, data: DataSplits, size: int) -> TriggerParams:
+def params_for(ticket: Ticket, data: DataSplits, cfg: EmbedConfig | int) -> TriggerParams:
     """Trigger parameters matching the ticket's inputs: shape, classes, intensity range."""
+    cfg = EmbedConfig(size=cfg, mark="abstract") if isinstance(cfg, int) else cfg
     lo, hi = float(data.train.x.min()), float(data.train.x.max())
-    return TriggerParams(size, ticket.in_channels, ticket.image_size, ticket.image_size,
-                         ticket.num_classes, round(lo, 4), round(hi, 4)).validate()
+    side = min(ticket.image_size, ticket.image_size)
+    abstract = cfg.mark == "abstract"
+    return TriggerParams(cfg.size, ticket.in_channels, ticket.image_size, ticket.image_size,
+                         ticket.num_classes, round(lo, 4), round(hi, 4),
+                         groups=0 if abstract else cfg.groups, mark=cfg.mark,
+                         alpha=1.0 if abstract else cfg.alpha,
+                         patch=(cfg.patch or max(3, side // 4)) if cfg.mark == "patch" else 0
+                         ).validate()
 
 
-def claim_params(kind: str, secret_digest: str, params: TriggerParams,
-                 excluded: list[int]) -> dict[str, Any]:
-    """What goes into the signed claim: public parameters and the commitment."""
-    return {"kind": kind, "generator": GENERATOR_VERSION, "trigger": params.to_dict(),
-            "commitment": commitment(secret_digest, kind, params.to_dict(), excluded)}
+def _base_order(seed: bytes, n: int) -> np.ndarray:
+    """Which owner images carry the marks: a permutation drawn from the seed."""
+    word = int.from_bytes(hashlib.sha256(b"ticketmark-trigger-base-order\0" + seed).digest()[:8],
+                          "big")
+    return np.random.default_rng(word).permutation(n)
 
 
-def mixed_splits(data: DataSplits, trig: TriggerSet, ratio: float) -> tuple[DataSplits, int]:
-    """The owner's data with the kept trigger slots oversampled to about ``ratio``."""
-    kept = trig.keep.nonzero().flatten()
-    if len(kept) == 0:
-        raise TicketmarkError("every trigger slot was excluded: nothing to embed")
-    repeat = max(1, math.ceil(ratio * len(data.train) / ((1 - ratio) * len(kept))))
-    x = torch.cat([data.train.x, trig.x[kept].repeat(repeat, 1, 1, 1)])
-    y = torch.cat([data.train.y, trig.y[kept].repeat(repeat)])
-    mixed = DataSplits(data.name, Split(x, y), data.val, data.test, data.num_classes,
-                       data.augment)
+def pick_bases(seed: bytes, params: TriggerParams, data: DataSplits, train_bases: int
+               ) -> tuple[np.ndarray, torch.Tensor]:
+    """The committed bases (size, C, H, W) and the training ones (G, M, C, H, W)."""
+    pool = data.train.x
+    need = params.size + params.n_groups * train_bases
+    order = torch.from_numpy(_base_order(seed, len(pool)))
+    if need > len(pool):
+        order = order.repeat(-(-need // len(pool)))
+    committed = pool[order[:params.size]].numpy().astype(np.float32)
+    extra = pool[order[params.size:need]].reshape(params.n_groups, train_bases,
+                                                  *params.shape)
+    return np.ascontiguousarray(committed), extra
+
+
+def mixed_splits(data: DataSplits, x: torch.Tensor, y: torch.Tensor, ratio: float
+                 ) -> tuple[DataSplits, int]:
+    """The owner's data with the trigger images ``x, y`` oversampled to about ``ratio``."""
+    if len(x) == 0:
+        raise TicketmarkError("every trigger group was excluded: nothing to embed")
+    repeat = max(1, math.ceil(ratio * len(data.train) / ((1 - ratio) * len(x))))
+    mixed = DataSplits(data.name, Split(torch.cat([data.train.x, x.repeat(repeat, 1, 1, 1)]),
+                                        torch.cat([data.train.y, y.repeat(repeat)])),
+                       data.val, data.test, data.num_classes, data.augment)
     return mixed, repeat
+
+
+def training_images(seed: bytes, trig: TriggerSet, params: TriggerParams,
+                    extra: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kept committed queries plus each kept group's mark on its training bases."""
+    x, y = trig.x[trig.keep], trig.y[trig.keep]
+    if extra is None or extra.shape[1] == 0:
+        return x, y
+    labels = torch.zeros(params.n_groups, dtype=torch.long)
+    labels[trig.groups] = trig.y
+    kept = torch.zeros(params.n_groups, dtype=torch.bool)
+    kept[trig.groups[trig.keep]] = True
+    more = stamp(seed, params, extra)[kept]  # (G', M, C, H, W)
+    more_y = labels[kept][:, None].expand(-1, more.shape[1])
+    return torch.cat([x, more.flatten(0, 1)]), torch.cat([y, more_y.flatten()])
 
 
 def trigger_accuracy(model: torch.nn.Module, trig: TriggerSet) -> float:
@@ -101,13 +168,57 @@ def load_ticket_data(ticket: Ticket, data_dir: str | None) -> DataSplits:
     return data
 
 
-def embed(ticket: Ticket, cfg: EmbedConfig, *, seed: bytes | None = None,
-          folder: str | Path | None = None, data: DataSplits | None = None,
-          progress: bool = True) -> EmbedResult:
-    """Watermark ``ticket`` with the derived set of ``seed`` (or the image ``folder``)."""
+def natural_groups(model: torch.nn.Module, trig: TriggerSet) -> list[int]:
+    """Groups whose label the plain model already gives to most of their queries."""
+    hits = (predict(model, trig.x).argmax(1) == trig.y).float()
+    share = torch.zeros(trig.n_groups).index_add_(0, trig.groups, hits)
+    size = torch.bincount(trig.groups, minlength=trig.n_groups).float()
+    return [int(i) for i in (share > size / 2).nonzero().flatten()]
+
+
+@dataclass
+class PreparedSet:
+    """A derived set before training: what to train on, and what to claim and reveal."""
+
+    trigger: TriggerSet
+    params: TriggerParams
+    reveal: Reveal
+    nonce: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+
+    def claim_params(self) -> dict[str, Any]:
+        return derived_claim_params(self.reveal, self.nonce, self.params)
+
+
+def prepare_set(key: Ed25519PrivateKey, ticket: Ticket, data: DataSplits, cfg: EmbedConfig,
+                nonce: str | None = None, plain: torch.nn.Module | None = None
+                ) -> PreparedSet:
+    """The key-bound set for a fresh (or given) nonce, its training images and reveal."""
     cfg.validate()
-    if (seed is None) == (folder is None):
-        raise TicketmarkError("embed takes exactly one of a seed or a trigger folder")
+    nonce = nonce or new_nonce()
+    params = params_for(ticket, data, cfg)
+    seed = owner_reveal(key, nonce).seed
+    bases, extra = (pick_bases(seed, params, data, cfg.train_bases) if params.needs_bases
+                    else (None, None))
+    trig = generate(seed, params, bases)
+    if cfg.avoid_natural:
+        trig = trig.with_excluded(natural_groups(plain or ticket.build(), trig))
+    reveal = owner_reveal(key, nonce, trig.excluded(), bases)
+    x_train, y_train = training_images(seed, trig, params, extra)
+    return PreparedSet(trig, params, reveal, nonce, x_train, y_train)
+
+
+def embed(ticket: Ticket, cfg: EmbedConfig, key: Ed25519PrivateKey, *,
+          folder: str | Path | None = None, data: DataSplits | None = None,
+          nonce: str | None = None, progress: bool = True) -> EmbedResult:
+    """Watermark ``ticket`` with the set derived from ``key`` (or the image ``folder``).
+
+    A derived set's seed is the hash of the key's signature over a fresh ``nonce``
+    (``commitment``): the result's ``reveal`` opens the claim made with ``claim_params``
+    by this key, and no other.
+    """
+    cfg.validate()
     if folder is not None and cfg.avoid_natural:
         raise TicketmarkError("--avoid-natural works with derived sets only, not folders")
     if ticket.rewind is None:
@@ -115,20 +226,20 @@ def embed(ticket: Ticket, cfg: EmbedConfig, *, seed: bytes | None = None,
     if "train" not in ticket.meta:
         raise TicketmarkError("the ticket records no training recipe (meta 'train')")
     data = data if data is not None else load_ticket_data(ticket, cfg.data_dir)
-    if folder is not None:
-        span = params_for(ticket, data, 1)
-        kind, digest = "folder", folder_hash(Path(folder))
-        trig, params = load_folder(Path(folder), ticket.in_channels, ticket.image_size,
-                                   ticket.image_size, ticket.num_classes, span.lo, span.hi)
-    elif seed is not None:
-        kind, params = "derived", params_for(ticket, data, cfg.size)
-        trig, digest = generate(seed, params), secret_hash(seed)
-
     plain = ticket.build()
     plain_test, _ = evaluate(plain, data.test)
-    if cfg.avoid_natural:
-        natural = predict(plain, trig.x).argmax(1)
-        trig = trig.with_excluded([int(i) for i in (natural == trig.y).nonzero().flatten()])
+    reveal: Reveal | None = None
+    if folder is not None:
+        span = params_for(ticket, data, 1)
+        digest = folder_hash(Path(folder))
+        trig, params = load_folder(Path(folder), ticket.in_channels, ticket.image_size,
+                                   ticket.image_size, ticket.num_classes, span.lo, span.hi)
+        x_train, y_train = trig.x, trig.y
+    else:
+        prepared = prepare_set(key, ticket, data, cfg, nonce, plain)
+        trig, params, reveal, nonce = (prepared.trigger, prepared.params, prepared.reveal,
+                                       prepared.nonce)
+        x_train, y_train = prepared.train_x, prepared.train_y
     plain_trigger = trigger_accuracy(plain, trig)
 
     recipe = TrainConfig.from_dict(ticket.meta["train"])
@@ -138,7 +249,7 @@ def embed(ticket: Ticket, cfg: EmbedConfig, *, seed: bytes | None = None,
     if cfg.lr is not None:
         recipe.lr = cfg.lr
     recipe.with_model_defaults(ticket.model_name)
-    mixed, repeat = mixed_splits(data, trig, cfg.ratio)
+    mixed, repeat = mixed_splits(data, x_train, y_train, cfg.ratio)
     model = ticket.build("rewind")
     # A signed ticket keeps its signature's weight floor through this retraining.
     result = train(model, mixed, recipe, ticket.mask, desc="embed trigger set",
@@ -146,11 +257,17 @@ def embed(ticket: Ticket, cfg: EmbedConfig, *, seed: bytes | None = None,
     test_acc, _ = evaluate(model, data.test)
     trig_acc = trigger_accuracy(model, trig)
 
-    params_claim = claim_params(kind, digest, params, trig.excluded())
-    report = {"kind": kind, "plain_test_acc": plain_test, "test_acc": test_acc,
+    if reveal is not None:
+        params_claim = derived_claim_params(reveal, str(nonce), params)
+    else:
+        params_claim = folder_claim_params(digest, params, public_key_b64(key))
+    kind = params_claim["kind"]
+    report = {"kind": kind, "mark": params.mark, "groups": params.n_groups,
+              "plain_test_acc": plain_test, "test_acc": test_acc,
               "test_acc_drop": plain_test - test_acc, "plain_trigger_acc": plain_trigger,
               "trigger_acc": trig_acc, "slots": len(trig), "kept": trig.kept,
-              "repeat": repeat, "trigger_share": repeat * trig.kept / len(mixed.train),
+              "trained_images": len(x_train), "repeat": repeat,
+              "trigger_share": repeat * len(x_train) / len(mixed.train),
               "epochs": recipe.epochs}
     history = [*ticket.meta.get("history", []),
                {"kind": "trigger-embed",
@@ -163,4 +280,4 @@ def embed(ticket: Ticket, cfg: EmbedConfig, *, seed: bytes | None = None,
     out = ticket.with_model(model, history=history, metrics=metrics,
                             trigger={"commitment": params_claim["commitment"],
                                      "generator": GENERATOR_VERSION, "slots": len(trig)})
-    return EmbedResult(out, trig, params_claim, report)
+    return EmbedResult(out, trig, params_claim, report, reveal, x_train, y_train)

@@ -1,15 +1,19 @@
 """Black-box verification of a trigger claim against a model file or a live endpoint.
 
 Order of checks, each with its own verdict: the claim's signature and parameters (NOT
-OWNED if forged), the revealed seed or folder against the commitment (NOT OWNED if it
-does not regenerate the committed set), then the suspect's answers on the kept slots and
-the binomial test. Anything that stops us from getting trustworthy answers (an endpoint
-that times out, returns malformed JSON or the wrong number of labels; a model whose input
-shape does not fit) is COULD NOT VERIFY: silence from a suspect is not evidence.
+OWNED if forged); the reveal against the *claim's* public key, nonce and commitments (NOT
+OWNED if it was made by another key, for another claim, or does not regenerate the
+committed set); then the suspect's answers on the kept queries and the exact test of
+``stats``. Anything that stops us from getting trustworthy answers (an endpoint that times
+out, returns malformed JSON or the wrong number of labels; a model whose input shape does
+not fit) is COULD NOT VERIFY: silence from a suspect is not evidence.
 
 From a model file only the weights are read (``Ticket.build``), never its metadata, which
-the suspect's holder controls. ``options.reference``, for this scheme, is an unmarked
-reference model file (or a folder of them) on which the null match rate is calibrated.
+the suspect's holder controls. ``options.reference`` (the claimant's reference ticket) is
+not used by this scheme: a black-box verdict needs only the suspect's answers.
+``options.null_models`` are models known to be unmarked (trained independently, never the
+claimant's own ticket): for folder sets they calibrate the null match rate; for derived
+sets, whose null is exact, their own p-values are reported as a check.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from ticketmark.errors import TicketmarkError
 from ticketmark.io import load_ticket
 from ticketmark.ownership.claims import Claim
 from ticketmark.ownership.trigger.client import ClientOptions, EndpointError, query_labels
-from ticketmark.ownership.trigger.commitment import commitment, load_seed, secret_hash
+from ticketmark.ownership.trigger.commitment import commitment, load_reveal, open_derived
 from ticketmark.ownership.trigger.folder import folder_hash, load_folder
 from ticketmark.ownership.trigger.generate import (
     GENERATOR_VERSION,
@@ -33,22 +37,33 @@ from ticketmark.ownership.trigger.generate import (
     generate,
 )
 from ticketmark.ownership.trigger.picture import confusion_strip
-from ticketmark.ownership.trigger.stats import DEFAULT_THRESHOLD, binomial_p, calibrate_null
+from ticketmark.ownership.trigger.stats import (
+    DEFAULT_THRESHOLD,
+    binomial_p,
+    calibrate_null,
+    group_test,
+)
 from ticketmark.ownership.verdict import NOT_OWNED, OWNED, UNVERIFIABLE, Verdict, VerifyOptions
 from ticketmark.training import predict
 
 SCHEME = "trigger"
+DETAIL_KEYS = frozenset({"threshold", "slots", "excluded", "null", "groups", "per_group",
+                         "mark", "reference", "reveal_valid"})
 
 
 def is_endpoint(suspect: str) -> bool:
     return suspect.startswith(("http://", "https://"))
 
 
-def reveal_set(claim: Claim, reveal: Path) -> tuple[TriggerSet, TriggerParams, bool, str]:
+class RevealRejected(Exception):
+    """The reveal does not open this claim (another key, another claim, another set)."""
+
+
+def reveal_set(claim: Claim, reveal: Path) -> tuple[TriggerSet, TriggerParams, str]:
     """Regenerate the committed set from what the owner revealed.
 
-    Returns the set, its params, whether it matches the claim's commitment, and the kind.
-    A malformed claim or reveal file is a TicketmarkError (the user gave a bad file).
+    A malformed claim or reveal file is a TicketmarkError (the user gave a bad file); a
+    well-formed reveal that does not open this claim is ``RevealRejected`` (a verdict).
     """
     cp = claim.params
     kind = cp.get("kind")
@@ -56,26 +71,30 @@ def reveal_set(claim: Claim, reveal: Path) -> tuple[TriggerSet, TriggerParams, b
         raise TicketmarkError(f"trigger claim has unknown kind {kind!r}")
     if cp.get("generator") != GENERATOR_VERSION:
         raise TicketmarkError(f"trigger claim needs generator {cp.get('generator')!r}; this is "
-                              f"{GENERATOR_VERSION}")
+                              f"{GENERATOR_VERSION} (older claims are not verified: their "
+                              f"seeds were not bound to the owner's key)")
     params = TriggerParams.from_dict(cp.get("trigger"))
     if kind == "derived":
         if reveal.is_dir():
-            raise TicketmarkError(f"{reveal} is a folder; this claim needs a seed file")
-        seed, excluded = load_seed(reveal)
-        trig = generate(seed, params).with_excluded(excluded)
-        digest = secret_hash(seed)
-    else:
-        if not reveal.is_dir():
-            raise TicketmarkError(f"this claim uses a folder trigger set: --reveal the folder, "
-                                  f"not {reveal}")
-        trig, folder_params = load_folder(reveal, params.channels, params.height, params.width,
-                                          params.classes, params.lo, params.hi)
-        excluded = []
-        digest = folder_hash(reveal)
-        if folder_params != params:
-            return trig, params, False, kind
-    ok = commitment(digest, kind, params.to_dict(), excluded) == cp.get("commitment")
-    return trig, params, ok, kind
+            raise TicketmarkError(f"{reveal} is a folder; this claim needs a reveal file")
+        revealed = load_reveal(reveal)
+        try:
+            seed = open_derived(claim, revealed, params)
+        except TicketmarkError as exc:
+            raise RevealRejected(str(exc)) from None
+        trig = generate(seed, params, revealed.bases).with_excluded(revealed.excluded)
+        return trig, params, kind
+    if not reveal.is_dir():
+        raise TicketmarkError(f"this claim uses a folder trigger set: --reveal the folder, "
+                              f"not {reveal}")
+    trig, folder_params = load_folder(reveal, params.channels, params.height, params.width,
+                                      params.classes, params.lo, params.hi)
+    expected = commitment(folder_hash(reveal), "folder", params.to_dict(), [], "", "",
+                          claim.public_key)
+    if folder_params != params or expected != cp.get("commitment"):
+        raise RevealRejected("the revealed folder does not match the claim's commitment "
+                             "(another folder, or a claim re-signed by another key)")
+    return trig, params, kind
 
 
 def _model_labels(path: str, x: torch.Tensor, params: TriggerParams) -> np.ndarray:
@@ -102,32 +121,57 @@ def suspect_labels(suspect: str, x: torch.Tensor, params: TriggerParams,
     return _model_labels(suspect, x, params)
 
 
-def _reference_models(path: Path) -> list[str]:
+def _null_models(path: Path) -> list[str]:
     if path.is_dir():
         found = sorted(str(p) for p in path.glob("*.safetensors"))
         if not found:
-            raise TicketmarkError(f"no reference models (*.safetensors) in {path}")
+            raise TicketmarkError(f"no null models (*.safetensors) in {path}")
         return found
+    if not path.exists():
+        raise TicketmarkError(f"no null model at {path}")
     return [str(path)]
 
 
-def null_rate(trig: TriggerSet, params: TriggerParams, options: VerifyOptions
-              ) -> tuple[float, dict[str, Any]]:
-    """1/classes, or calibrated on the unmarked reference models in ``options.reference``."""
-    if options.reference is None:
-        return 1.0 / params.classes, {"null": "chance (1/classes)"}
+def _test(trig: TriggerSet, params: TriggerParams, pred: np.ndarray, p0: float | None
+          ) -> tuple[int, float]:
+    """(matches, p) of the answers ``pred`` on the kept queries."""
+    y = trig.y[trig.keep].numpy()
+    if p0 is not None:  # folder sets: binomial against the (calibrated) rate
+        matches = int((pred == y).sum())
+        return matches, binomial_p(matches, len(trig), p0)  # excluded: misses
+    return group_test(pred, y, trig.groups[trig.keep].numpy(), params.n_groups,
+                      params.per_group, params.classes)
+
+
+def null_check(trig: TriggerSet, params: TriggerParams, kind: str, options: VerifyOptions
+               ) -> tuple[float | None, dict[str, Any]]:
+    """The folder sets' null rate (None for derived sets) and what the null models said.
+
+    Null models must be known to be unmarked, trained independently of the claimant: a
+    claimant's own reference carries the set and would make any suspect look innocent.
+    """
+    if options.null_models is None:
+        if kind == "folder":
+            return 1.0 / params.classes, {"null": "chance (1/classes); a person chose the "
+                                                  "labels: prefer --null-models"}
+        return None, {"null": "exact (labels drawn from the seed, independent of any model "
+                              "not trained on them)"}
     x, y = trig.x[trig.keep], trig.y[trig.keep].numpy()
-    matches, totals = [], []
-    for ref in _reference_models(Path(options.reference)):
+    preds = []
+    for ref in _null_models(Path(options.null_models)):
         try:
-            pred = _model_labels(ref, x, params)
+            preds.append(_model_labels(ref, x, params))
         except EndpointError as exc:
-            raise TicketmarkError(f"reference model {ref}: {exc}") from None
-        matches.append(int((pred == y).sum()))
-        totals.append(len(y))
-    p0 = calibrate_null(matches, totals, params.classes)
-    return p0, {"null": f"calibrated on {len(matches)} reference model(s)",
-                "reference_matches": matches}
+            raise TicketmarkError(f"null model {ref}: {exc}") from None
+    if kind == "folder":
+        matches = [int((pred == y).sum()) for pred in preds]
+        p0 = calibrate_null(matches, [len(y)] * len(matches), params.classes)
+        return p0, {"null": f"calibrated on {len(preds)} null model(s)",
+                    "null_matches": matches, "null_p": p0}
+    tests = [_test(trig, params, pred, None) for pred in preds]
+    return None, {"null": f"exact; checked on {len(preds)} null model(s)",
+                  "null_matches": [m for m, _ in tests],
+                  "null_smallest_p": min(p for _, p in tests)}
 
 
 def _verdict(status: str, reason: str, evidence: dict[str, Any], p: float | None = None,
@@ -138,7 +182,7 @@ def _verdict(status: str, reason: str, evidence: dict[str, Any], p: float | None
 def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
     """The verdict for ``suspect`` (model file or http(s) URL) against a trigger claim."""
     if options.reveal is None:
-        raise TicketmarkError("trigger claims are verified with --reveal SEED_FILE (or the "
+        raise TicketmarkError("trigger claims are verified with --reveal REVEAL_FILE (or the "
                               "trigger folder)")
     threshold = DEFAULT_THRESHOLD if options.threshold is None else float(options.threshold)
     if not 0.0 < threshold < 1.0:
@@ -148,17 +192,20 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
         raise TicketmarkError(f"no suspect model at {suspect}")
     evidence: dict[str, Any] = {"suspect": suspect, "threshold": threshold,
                                 "signature_valid": claim.signature_valid()}
+    if options.reference is not None:
+        evidence["reference"] = "not used by trigger claims (black-box)"
     if not evidence["signature_valid"]:
         return _verdict(NOT_OWNED, "the claim's signature is invalid", evidence)
-
-    trig, params, committed, kind = reveal_set(claim, Path(options.reveal))
-    evidence |= {"kind": kind, "commitment_valid": committed, "slots": len(trig),
-                 "excluded": len(trig) - trig.kept}
-    if not committed:
-        return _verdict(NOT_OWNED, "the revealed trigger set does not match the claim's "
-                                   "commitment", evidence)
-    p0, null_info = null_rate(trig, params, options)
-    evidence |= null_info | {"null_p": p0}
+    try:
+        trig, params, kind = reveal_set(claim, Path(options.reveal))
+    except RevealRejected as exc:
+        evidence["reveal_valid"] = False
+        return _verdict(NOT_OWNED, f"the reveal does not open this claim: {exc}", evidence)
+    evidence |= {"reveal_valid": True, "kind": kind, "mark": params.mark,
+                 "slots": len(trig), "groups": params.n_groups,
+                 "per_group": params.per_group, "excluded": len(trig) - trig.kept}
+    p0, null_info = null_check(trig, params, kind, options)
+    evidence |= null_info
 
     x, y = trig.x[trig.keep], trig.y[trig.keep].numpy()
     try:
@@ -169,8 +216,7 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
         return _verdict(UNVERIFIABLE, f"could not verify: got {len(pred)} labels for "
                                       f"{len(y)} inputs", evidence)
 
-    matches = int((pred == y).sum())
-    p = binomial_p(matches, len(trig), p0)  # excluded slots count as misses
+    matches, p = _test(trig, params, pred, p0)
     evidence |= {"queried": len(y), "matches": matches,
                  "trigger_accuracy": round(100.0 * matches / max(len(y), 1), 2),
                  "p_value": p}
@@ -184,5 +230,5 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
         reason = f"{matches}/{len(y)} triggers match; p = {p:.3g} < {threshold:g}"
         return _verdict(OWNED, reason, evidence, p, pictures)
     reason = (f"{matches}/{len(y)} triggers match; p = {p:.3g} is not below {threshold:g} "
-              f"(chance would give about {p0 * len(trig):.1f})")
+              f"(chance would give about {len(y) / params.classes:.1f})")
     return _verdict(NOT_OWNED, reason, evidence, p, pictures)
