@@ -9,11 +9,13 @@ from pathlib import Path
 import typer
 
 from ticketmark.cli.app import app
+from ticketmark.cli.timestamp import stamp_after_embed
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
 from ticketmark.ownership.claims import save_claim
 from ticketmark.ownership.keys import load_private_key
 from ticketmark.ownership.signature import EmbedOptions, embed_signature
+from ticketmark.ownership.timestamp import check_tsa_url
 
 
 def default_out(ticket: Path) -> Path:
@@ -47,6 +49,8 @@ def embed(
                                                  "recipe)"),
     data_dir: Path | None = typer.Option(None, help="folder for datasets read from disk"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    tsa: str | None = typer.Option(None, "--tsa", help="RFC 3161 time-stamp authority URL: "
+                                                       "stamp the claim (CLAIM.tst)"),
 ) -> None:
     """Embed a signature: QR code in a layer's connectivity, retrain, write a signed claim."""
     source = resolve_ticket_path(ticket)
@@ -56,6 +60,8 @@ def embed(
     claim_out = claim or claim_path_for(out_path)
     if epochs is not None and epochs < 1:
         raise TicketmarkError(f"--epochs must be at least 1, got {epochs}")
+    if tsa is not None:
+        check_tsa_url(tsa)
     passphrase = os.environ.get(passphrase_env) if passphrase_env else None
     private = load_private_key(key, passphrase)  # fails before any training
     original = load_ticket(ticket)
@@ -76,3 +82,4 @@ def embed(
     for e in s["existing_codes"]:  # someone signed this ticket before
         print(f"note: a QR code was already drawn in {e['layer']} at ({e['row']}, {e['col']}); "
               "that layer was left alone", file=sys.stderr)
+    stamp_after_embed(claim_out, tsa)

@@ -15,10 +15,12 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ticketmark.cli.app import app
+from ticketmark.cli.timestamp import stamp_after_embed
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
 from ticketmark.ownership.claims import make_claim, save_claim
 from ticketmark.ownership.keys import load_private_key
+from ticketmark.ownership.timestamp import check_tsa_url
 from ticketmark.ownership.trigger.commitment import load_seed, save_seed
 from ticketmark.ownership.trigger.embed import EmbedConfig, embed, load_ticket_data, params_for
 from ticketmark.ownership.trigger.folder import write_folder
@@ -66,10 +68,14 @@ def embed_cmd(
     data_dir: Path | None = typer.Option(None, help="folder for datasets read from disk"),
     device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    tsa: str | None = typer.Option(None, "--tsa", help="RFC 3161 time-stamp authority URL: "
+                                                       "stamp the claim (CLAIM.tst)"),
 ) -> None:
     """Train a key-derived trigger set into a ticket; write ticket, claim and seed."""
     if size < 1:
         raise TicketmarkError(f"--size must be >= 1, got {size}")
+    if tsa is not None:
+        check_tsa_url(tsa)
     plain = load_ticket(ticket)
     if folder is not None and (random or seed_in is not None):
         raise TicketmarkError("--folder replaces the seed: drop --random-seed / --seed-in")
@@ -99,6 +105,7 @@ def embed_cmd(
                   f"(plain {r['plain_test_acc']:.2f}%)")
     if r["trigger_acc"] < 95.0:
         console.print("warning: trigger accuracy below 95%: raise --ratio or --epochs")
+    stamp_after_embed(claim_path, tsa)
 
 
 @trigger_app.command("make")
