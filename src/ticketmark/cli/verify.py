@@ -16,6 +16,7 @@ from ticketmark.cli.app import app
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import atomic_write_json
 from ticketmark.ownership.claims import load_claim
+from ticketmark.ownership.derive import with_derivation
 from ticketmark.ownership.verdict import Verdict, VerifyOptions
 
 VERIFIERS = {
@@ -24,14 +25,21 @@ VERIFIERS = {
 }
 
 
-def verify_claim(suspect: str, claim_path: Path, options: VerifyOptions) -> Verdict:
-    """Python entry point behind the command: dispatch the claim to its scheme."""
+def scheme_verdict(suspect: str, claim_path: Path, options: VerifyOptions) -> Verdict:
+    """The claim's scheme alone: does the suspect carry the credential?"""
     claim = load_claim(claim_path)
     module = VERIFIERS.get(claim.scheme)
     if module is None:
         raise TicketmarkError(f"{claim_path}: unknown scheme {claim.scheme!r} "
                               f"(known: {', '.join(VERIFIERS)})")
     return importlib.import_module(module).verify_claim(suspect, claim, options)
+
+
+def verify_claim(suspect: str, claim_path: Path, options: VerifyOptions) -> Verdict:
+    """Python entry point behind the command: dispatch the claim to its scheme; with a
+    reference, derivation from it is reported beside the credential (``derive``)."""
+    verdict = scheme_verdict(suspect, claim_path, options)
+    return with_derivation(verdict, suspect, load_claim(claim_path), options)
 
 
 @app.command()
