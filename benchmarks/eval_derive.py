@@ -171,6 +171,8 @@ def main() -> int:
     pruned = apply_attack(owner, "prune", {"method": "global", "ratio": 0.5}, data)
     copies.append(("prune 50% + permute + rescale",
                    rescale_channels(apply_attack(pruned, "permute", {}, data), seed=1)))
+    rand = apply_attack(owner, "prune", {"method": "random", "ratio": 0.5}, data)
+    copies.append(("prune random 50% + permute", apply_attack(rand, "permute", {}, data)))
     copies.append(("retrain from owner's rewind", retrain_from_rewind(owner, args.epochs, 7)))
     if not args.no_embed:
         copies.append(("thief's QR embed (re-embedded)", reembed(owner, args.epochs)))

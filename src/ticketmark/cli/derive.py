@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -30,8 +31,10 @@ def derive_cmd(
     print(f"  {'layer':28s} {'units':>6s} {'cosine':>7s} {'chance':>7s} {'mask':>6s} "
           f"{'chance':>7s} {'p':>9s}")
     for r in shown:
+        mask = ("     -       -" if math.isnan(r.mask_agree)
+                else f"{r.mask_agree:6.3f} {r.mask_null_agree:7.3f}")
         print(f"  {r.layer:28s} {r.units:6d} {r.weight_cosine:7.3f} {r.weight_null_cosine:7.3f} "
-              f"{r.mask_agree:6.3f} {r.mask_null_agree:7.3f} {fmt_p(r.log10_p):>9s}")
+              f"{mask} {fmt_p(r.log10_p):>9s}")
     if len(rows) > len(shown):
         print(f"  ({len(rows) - len(shown)} more layers with --verbose)")
     if report is not None:

@@ -39,7 +39,8 @@ def verify_claim(suspect: str, claim_path: Path, options: VerifyOptions) -> Verd
     """Python entry point behind the command: dispatch the claim to its scheme; with a
     reference, derivation from it is reported beside the credential (``derive``)."""
     verdict = scheme_verdict(suspect, claim_path, options)
-    return with_derivation(verdict, suspect, load_claim(claim_path), options)
+    return with_derivation(verdict, suspect, load_claim(claim_path), options,
+                           lambda opts: scheme_verdict(suspect, claim_path, opts))
 
 
 @app.command()

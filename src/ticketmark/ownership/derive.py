@@ -9,8 +9,9 @@ trained model of the same architecture reaches.
 Per layer (every conv and linear weight the two share):
 
 1. **Align channels.** The thief may permute channels; the suspect's output and input
-   channels are matched to the reference's with the Hungarian matching of
-   ``signature.extract.align`` on kernel L1 norms (read, not changed, here).
+   channels are matched to the reference's on kernel L1 norms (``align_channels``: the
+   Hungarian matching of ``signature.extract.align``, read and not changed here, on
+   rescaling-invariant balanced norms, refined, with the identity as a second candidate).
 2. **Units.** A conv kernel (kh x kw > 1) is one unit; for linear / 1x1 layers a unit is a
    row after each column was scaled to unit norm. Every unit is scaled to unit length, so
    the comparison is invariant to any positive rescaling of output and input channels (the
@@ -44,11 +45,13 @@ a code planted into an unrelated model does not make it "derived".
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 from scipy.stats import norm
 
 from ticketmark.errors import TicketmarkError
@@ -80,7 +83,9 @@ class LayerDerivation:
     channels_moved: int
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        return {k: (None if isinstance(v, float) and math.isnan(v)  # no mask statistic
+                    else round(v, 6) if isinstance(v, float) else v)
+                for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -103,9 +108,13 @@ class Derivation:
     @property
     def reason(self) -> str:
         best = min(self.layers, key=lambda r: r.log10_p) if self.layers else None
-        where = (f"; strongest layer {best.layer}: weight cosine {best.weight_cosine:.3f} vs "
-                 f"{best.weight_null_cosine:.3f} by chance, mask agreement "
-                 f"{best.mask_agree:.3f} vs {best.mask_null_agree:.3f}") if best else ""
+        where = ""
+        if best is not None:
+            where = (f"; strongest layer {best.layer}: weight cosine {best.weight_cosine:.3f} "
+                     f"vs {best.weight_null_cosine:.3f} by chance")
+            if not math.isnan(best.mask_agree):
+                where += (f", mask agreement {best.mask_agree:.3f} vs "
+                          f"{best.mask_null_agree:.3f}")
         verdict = "below" if self.derived else "not below"
         return (f"p = {fmt_p(self.log10_p)} {verdict} {self.threshold:g} over "
                 f"{len(self.layers)} layers (closest to the reference's {self.target} "
@@ -133,6 +142,58 @@ def comparable_layers(suspect: dict[str, torch.Tensor], reference: dict[str, tor
 def _norms(w: torch.Tensor) -> torch.Tensor:
     w = w.detach().to(torch.float64)
     return w.abs().sum(dim=(2, 3)) if w.dim() == 4 else w.abs()
+
+
+def _balanced(n: np.ndarray, iterations: int = 20) -> np.ndarray:
+    """Sinkhorn-balance a kernel-norm matrix: rows and columns sum to one, so a positive
+    rescaling of output or input channels (which BatchNorm absorbs) does not move it."""
+    n = n + 1e-9 * max(float(n.max()), 1e-30)
+    for _ in range(iterations):
+        n = n / n.sum(axis=1, keepdims=True)
+        n = n / n.sum(axis=0, keepdims=True)
+    return n
+
+
+def _standardised(rows: np.ndarray) -> np.ndarray:
+    c = rows - rows.mean(axis=1, keepdims=True)
+    return c / (np.linalg.norm(c, axis=1, keepdims=True) + 1e-12)
+
+
+def _match(suspect_rows: np.ndarray, reference_rows: np.ndarray) -> np.ndarray:
+    """perm with suspect[perm[j]] ~ reference[j], maximising summed row correlation."""
+    cost = -(_standardised(reference_rows) @ _standardised(suspect_rows).T)
+    rows, cols = linear_sum_assignment(cost)
+    perm = np.empty(len(rows), dtype=np.int64)
+    perm[rows] = cols
+    return perm
+
+
+def align_channels(suspect_norms: np.ndarray, reference_norms: np.ndarray,
+                   rounds: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Output and input permutations of the suspect onto the reference, from magnitudes.
+
+    A variant of ``signature.extract.align`` for derivation: the kernel-norm matrices are
+    Sinkhorn-balanced first (invariant to channel rescaling), candidates are the identity
+    (an unpermuted copy whose norms random pruning has scrambled) and ``extract.align``'s
+    answer, each also refined by alternating Hungarian matchings on row correlations; the
+    candidate whose aligned norms correlate best with the reference's wins. Only weight
+    *magnitudes* steer it; the derivation statistics read signs and kernel shapes.
+    """
+    s, r = _balanced(suspect_norms), _balanced(reference_norms)
+    o, i = s.shape
+    start = align(torch.from_numpy(s), torch.from_numpy(r))
+    best: tuple[float, tuple[np.ndarray, np.ndarray]] | None = None
+    for po, pi in [(np.arange(o), np.arange(i)), start]:
+        refined = (po, pi)
+        for _ in range(rounds):
+            pi_new = _match(s[refined[0]].T, r.T)
+            refined = (_match(s[:, pi_new], r), pi_new)
+        for cand in ((po, pi), refined):
+            score = float(np.sum(_standardised(s[cand[0]][:, cand[1]]) * _standardised(r)))
+            if best is None or score > best[0] + 1e-9:
+                best = (score, cand)
+    assert best is not None
+    return best[1]
 
 
 def _units(w: np.ndarray) -> np.ndarray:
@@ -196,7 +257,7 @@ def _log10_sf(z: float) -> float:
 def compare_layer(name: str, suspect_w: torch.Tensor, reference_w: torch.Tensor,
                   exclude: np.ndarray | None = None) -> LayerDerivation:
     """One layer's evidence (suspect aligned to the reference first)."""
-    perm_out, perm_in = align(_norms(suspect_w), _norms(reference_w))
+    perm_out, perm_in = align_channels(_norms(suspect_w).numpy(), _norms(reference_w).numpy())
     s = suspect_w.detach().to(torch.float64).numpy()[perm_out][:, perm_in]
     r = reference_w.detach().to(torch.float64).numpy()
     moved = int((perm_out != np.arange(len(perm_out))).sum()
@@ -301,31 +362,45 @@ def code_blocks(claims: list[Claim], reference: Ticket) -> dict[str, np.ndarray]
     return out
 
 
-def with_derivation(verdict: Verdict, suspect: str, claim: Claim,
-                    options: VerifyOptions) -> Verdict:
+def with_derivation(verdict: Verdict, suspect: str, claim: Claim, options: VerifyOptions,
+                    unaligned: Callable[[VerifyOptions], Verdict] | None = None) -> Verdict:
     """A signature verdict with derivation from the owner's reference beside it.
 
     A signature shows the suspect carries the code; only derivation shows it was made from
-    the owner's ticket. When a reference is given (and the suspect is a file), a code found
-    in a model not derived from it is reported as "carries the code, not derived" and the
-    verdict is NOT OWNED: codes are public, anyone can plant one.
+    the owner's ticket. When a reference is given (and the suspect is a file) and the
+    suspect was not derived from it, aligning its channels to that reference means nothing,
+    so the code is read again in the suspect's own channel order (``unaligned``); a code
+    found there is reported as "carries the code, not derived" and the verdict is NOT
+    OWNED: codes are public, anyone can plant one.
     """
     if options.reference is None or verdict.scheme != "signature" \
             or suspect.startswith(("http://", "https://")):
         return verdict
     ref = load_ticket(options.reference)
     d = derive(load_ticket(suspect).state, ref, exclude=code_blocks([claim], ref))
-    verdict.evidence["derivation"] = d.to_json()
-    verdict.evidence["derived"] = d.status
-    verdict.evidence["log10_p_derivation"] = round(d.log10_p, 3)
-    if not verdict.owned:
-        return verdict
     if d.derived:
-        verdict.reason += f"; derived from the reference (p = {fmt_p(d.log10_p)})"
+        verdict.evidence |= _derivation_evidence(d)
+        if verdict.owned:
+            verdict.reason += f"; derived from the reference (p = {fmt_p(d.log10_p)})"
+        else:
+            verdict.reason += (f"; the suspect was derived from the reference "
+                               f"(p = {fmt_p(d.log10_p)}) but no longer carries the code")
         return verdict
-    verdict.evidence["signature_status"] = verdict.status
-    verdict.status = NOT_OWNED
-    verdict.reason = (f"carries the code, not derived from the reference "
-                      f"(derivation {d.reason}): a planted or copied code; signature: "
-                      f"{verdict.reason}")
-    return verdict
+    raw = verdict
+    if not verdict.owned and unaligned is not None:
+        raw = unaligned(replace(options, reference=None, report_dir=None))
+    if not raw.owned:
+        verdict.evidence |= _derivation_evidence(d)
+        verdict.reason += f"; not derived from the reference ({d.reason})"
+        return verdict
+    raw.evidence |= _derivation_evidence(d)
+    raw.evidence["signature_status"] = raw.status
+    raw.status = NOT_OWNED
+    raw.reason = (f"carries the code, not derived from the reference (derivation {d.reason})"
+                  f": a planted or copied code; signature: {raw.reason}")
+    return raw
+
+
+def _derivation_evidence(d: Derivation) -> dict[str, Any]:
+    return {"derived": d.status, "log10_p_derivation": round(d.log10_p, 3),
+            "derivation": d.to_json()}
