@@ -122,6 +122,20 @@ def reembed(owner: Ticket, epochs: int) -> Ticket:
                                                              progress=False)).ticket
 
 
+def extra_copies(owner: Ticket, data, epochs: int, embed: bool) -> list[tuple[str, Ticket]]:
+    """What a thief who read the docs adds to the sweep."""
+    out = [("rescale channels", rescale_channels(owner))]
+    pruned = apply_attack(owner, "prune", {"method": "global", "ratio": 0.5}, data)
+    out.append(("prune 50% + permute + rescale",
+                rescale_channels(apply_attack(pruned, "permute", {}, data), seed=1)))
+    rand = apply_attack(owner, "prune", {"method": "random", "ratio": 0.5}, data)
+    out.append(("prune random 50% + permute", apply_attack(rand, "permute", {}, data)))
+    out.append(("retrain from owner's rewind", retrain_from_rewind(owner, epochs, 7)))
+    if embed:
+        out.append(("thief's QR embed (re-embedded)", reembed(owner, epochs)))
+    return out
+
+
 def naive_log10_p(suspect: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> float:
     """Baseline: Pearson r of all conv/linear weights flattened, Fisher-z p (one-sided)."""
     keys = [k for k, v in ref.items() if k.endswith("weight") and v.dim() in (2, 4)]
@@ -152,6 +166,9 @@ def main() -> int:
     ap.add_argument("--independent", type=int, default=20)
     ap.add_argument("--attacks", type=int, default=len(ATTACKS), help="first N attacks only")
     ap.add_argument("--no-embed", action="store_true", help="skip the thief's re-embed row")
+    ap.add_argument("--no-copies", action="store_true", help="independent models only")
+    ap.add_argument("--first-seed", type=int, default=1000, help="seed of the first "
+                                                                  "independent model")
     ap.add_argument("--work", type=Path, default=None, help="keep tickets here")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -165,17 +182,10 @@ def main() -> int:
           flush=True)
 
     copies: list[tuple[str, Ticket]] = []
-    for label, kind, params in ATTACKS[: args.attacks]:
+    for label, kind, params in ATTACKS[: 0 if args.no_copies else args.attacks]:
         copies.append((label, apply_attack(owner, kind, params, data)))
-    copies.append(("rescale channels", rescale_channels(owner)))
-    pruned = apply_attack(owner, "prune", {"method": "global", "ratio": 0.5}, data)
-    copies.append(("prune 50% + permute + rescale",
-                   rescale_channels(apply_attack(pruned, "permute", {}, data), seed=1)))
-    rand = apply_attack(owner, "prune", {"method": "random", "ratio": 0.5}, data)
-    copies.append(("prune random 50% + permute", apply_attack(rand, "permute", {}, data)))
-    copies.append(("retrain from owner's rewind", retrain_from_rewind(owner, args.epochs, 7)))
-    if not args.no_embed:
-        copies.append(("thief's QR embed (re-embedded)", reembed(owner, args.epochs)))
+    if not args.no_copies:
+        copies += extra_copies(owner, data, args.epochs, not args.no_embed)
 
     rows = []
     print(f"\n{'derived copy':34s} {'acc %':>6s} {'derive p':>10s} {'closest':>8s} "
@@ -191,7 +201,7 @@ def main() -> int:
     print(f"\n{'independent model (seed)':34s} {'acc %':>6s} {'derive p':>10s} "
           f"{'closest':>8s} {'verdict':>12s} {'naive p':>9s}")
     for i in range(args.independent):
-        seed = 1000 + i
+        seed = args.first_seed + i
         t = find(work / f"indep_{seed}", args.model, args.dataset, args.rounds, args.rate,
                  args.epochs, seed=seed)
         d = derive(t.state, owner)
@@ -203,12 +213,14 @@ def main() -> int:
 
     der = [d for kind, _, d in rows if kind == "derived"]
     ind = [d for kind, _, d in rows if kind == "independent"]
-    print(f"\nderived copies: {sum(d.derived for d in der)}/{len(der)} called derived; "
-          f"largest p {fmt_p(max(d.log10_p for d in der))}")
+    if der:
+        print(f"\nderived copies: {sum(d.derived for d in der)}/{len(der)} called derived; "
+              f"largest p {fmt_p(max(d.log10_p for d in der))}")
     if ind:
         print(f"independent models: {sum(not d.derived for d in ind)}/{len(ind)} called not "
               f"derived; smallest p {fmt_p(min(d.log10_p for d in ind))}")
-    print(f"threshold {der[0].threshold:g}; {time.time() - t0:.0f} s in all; work dir {work}")
+    print(f"threshold {(der or ind)[0].threshold:g}; {time.time() - t0:.0f} s in all; "
+          f"work dir {work}")
     ok = all(d.derived for d in der) and not any(d.derived for d in ind)
     return 0 if ok else 1
 

@@ -13,9 +13,9 @@ Per layer (every conv and linear weight the two share):
    Hungarian matching of ``signature.extract.align``, read and not changed here, on
    rescaling-invariant balanced norms, refined, with the identity as a second candidate).
 2. **Units.** A conv kernel (kh x kw > 1) is one unit; for linear / 1x1 layers a unit is a
-   row after each column was scaled to unit norm. Every unit is scaled to unit length, so
-   the comparison is invariant to any positive rescaling of output and input channels (the
-   function-preserving edit BatchNorm absorbs).
+   row after rows and columns were alternately scaled to unit norm. Every unit is scaled
+   to unit length, so the comparison is invariant to any positive rescaling of output and
+   input channels (the function-preserving edit BatchNorm absorbs).
 3. **Weights**: the sum over aligned units of the cosine between the suspect's unit and the
    reference's. **Mask**: the number of the reference's kept entries that are also among
    the suspect's strongest (as many as the reference keeps), so a dense or filled copy is
@@ -197,12 +197,16 @@ def align_channels(suspect_norms: np.ndarray, reference_norms: np.ndarray,
 
 
 def _units(w: np.ndarray) -> np.ndarray:
-    """(units, length): kernels of a conv, column-normalised rows of a linear/1x1 layer."""
+    """(units, length): kernels of a conv; rows of a linear / 1x1 layer after alternately
+    normalising rows and columns, so neither output nor input rescaling changes them."""
     if w.ndim == 4 and w.shape[2] * w.shape[3] > 1:
         return w.reshape(w.shape[0] * w.shape[1], -1)
     m = w.reshape(w.shape[0], w.shape[1])
-    col = np.linalg.norm(m, axis=0, keepdims=True)
-    return np.divide(m, col, out=np.zeros_like(m), where=col > 0)
+    for _ in range(30):  # alternate L2 row / column scaling: a rescaling-free form
+        for axis in (1, 0):
+            n = np.linalg.norm(m, axis=axis, keepdims=True)
+            m = np.divide(m, n, out=np.zeros_like(m), where=n > 0)
+    return m
 
 
 def _mask_units(kept: np.ndarray) -> np.ndarray:
