@@ -38,6 +38,8 @@ from ticketmark.cli import (  # noqa: E402,F401,I001
     lock,
     verify,
     dispute,
+    derive,
+    timestamp,
     demo,
     trigger,
     serve,

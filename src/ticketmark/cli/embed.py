@@ -11,6 +11,7 @@ import typer
 
 from ticketmark.cli.app import app
 from ticketmark.cli.options import ForceOpt, refuse_overwrite, ticket_files
+from ticketmark.cli.timestamp import stamp_after_embed
 from ticketmark.errors import TicketmarkError
 from ticketmark.ownership.claims import save_claim
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:  # loads torch: imported when the command runs
     from ticketmark.io import Ticket
     from ticketmark.ownership.claims import Claim
 from ticketmark.ownership.keys import load_private_key
+from ticketmark.ownership.timestamp import check_tsa_url
 
 
 def default_out(ticket: Path) -> Path:
@@ -84,6 +86,8 @@ def embed(
                                                  "... (default: the ticket's recipe)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     force: bool = ForceOpt,
+    tsa: str | None = typer.Option(None, "--tsa", help="RFC 3161 time-stamp authority URL: "
+                                                       "stamp the claim (CLAIM.tst)"),
 ) -> None:
     """Embed a signature: QR code in a layer's connectivity, retrain, write a signed claim."""
     from ticketmark.io import load_ticket, resolve_ticket_path
@@ -101,6 +105,8 @@ def embed(
     refuse_overwrite([*ticket_files(out_path), claim_out, reveal_file], force)
     if epochs is not None and epochs < 1:
         raise TicketmarkError(f"--epochs must be at least 1, got {epochs}")
+    if tsa is not None:
+        check_tsa_url(tsa)
     passphrase = os.environ.get(passphrase_env) if passphrase_env else None
     private = load_private_key(key, passphrase)  # fails before any training
     original = load_ticket(ticket)
@@ -128,3 +134,4 @@ def embed(
     for e in s["existing_codes"]:  # someone signed this ticket before
         print(f"note: a QR code was already drawn in {e['layer']} at ({e['row']}, {e['col']}); "
               "that layer was left alone", file=sys.stderr)
+    stamp_after_embed(claim_out, tsa)

@@ -15,7 +15,9 @@ import typer
 
 from ticketmark.cli.app import app
 from ticketmark.cli.options import ForceOpt, refuse_overwrite, ticket_files
+from ticketmark.cli.timestamp import stamp_after_embed
 from ticketmark.errors import TicketmarkError
+from ticketmark.ownership.timestamp import check_tsa_url
 
 trigger_app = typer.Typer(help="Trigger sets (scheme 3): embed, export.", no_args_is_help=True)
 app.add_typer(trigger_app, name="trigger")
@@ -52,8 +54,12 @@ def embed_cmd(
     device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     force: bool = ForceOpt,
+    tsa: str | None = typer.Option(None, "--tsa", help="RFC 3161 time-stamp authority URL: "
+                                                       "stamp the claim (CLAIM.tst)"),
 ) -> None:
     """Train a key-derived trigger set into a ticket; write ticket, claim and reveal."""
+    if tsa is not None:
+        check_tsa_url(tsa)
     # The trigger modules load torch: imported when the command runs, not at --help.
     from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
     from ticketmark.ownership.claims import make_claim, save_claim
@@ -92,6 +98,7 @@ def embed_cmd(
                   f"(plain {r['plain_test_acc']:.2f}%)")
     if r["trigger_acc"] < 95.0:
         console.print("warning: trigger accuracy below 95%: raise --ratio or --epochs")
+    stamp_after_embed(claim_path, tsa)
 
 
 @trigger_app.command("make")

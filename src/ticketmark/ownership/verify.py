@@ -62,7 +62,16 @@ def verify_claim(suspect: str | Path | nn.Module, claim: str | Path | Claim,
     if loaded.scheme in BLACK_BOX:
         _check_runnable(suspect, loaded.scheme)
     with _as_suspect(suspect, loaded) as target:
-        return verifier.verify_claim(target, loaded, options)
+        verdict = verifier.verify_claim(target, loaded, options)
+        if options.reference is None or verdict.scheme != "signature" or is_endpoint(target):
+            return verdict
+        # With the owner's reference, derivation from it is reported beside the credential:
+        # a code only shows that a model carries it, derivation that it was made from the
+        # owner's ticket (``derive``).
+        from ticketmark.ownership.derive import with_derivation
+
+        return with_derivation(verdict, str(target), loaded, options,
+                               lambda opts: verifier.verify_claim(target, loaded, opts))
 
 
 def is_endpoint(suspect: object) -> bool:

@@ -1,0 +1,43 @@
+"""``ticketmark derive``: was a suspect model made from a reference ticket?"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+
+from ticketmark.cli.app import app
+from ticketmark.io import atomic_write_json, load_ticket
+from ticketmark.ownership.derive import DEFAULT_THRESHOLD, derive, fmt_p
+
+
+@app.command("derive")
+def derive_cmd(
+    suspect: Path = typer.Option(..., "--suspect", help="suspect model (ticket file)"),
+    reference: Path = typer.Option(..., "--reference", help="the reference ticket"),
+    threshold: float = typer.Option(DEFAULT_THRESHOLD, help="p-value below which the suspect "
+                                                            "counts as derived"),
+    report: Path | None = typer.Option(None, "--report", help="write derive.json here"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="print every layer"),
+) -> None:
+    """p-value that SUSPECT was derived from REFERENCE; exit 0 derived, 1 not derived."""
+    ref = load_ticket(reference)
+    weights = load_ticket(suspect).state  # the suspect's weights only, never its mask
+    result = derive(weights, ref, threshold)
+    print(f"derivation: {result.status} — {result.reason}")
+    rows = sorted(result.layers, key=lambda r: r.log10_p)
+    shown = rows if verbose else rows[:5]
+    print(f"  {'layer':28s} {'units':>6s} {'cosine':>7s} {'chance':>7s} {'mask':>6s} "
+          f"{'chance':>7s} {'p':>9s}")
+    for r in shown:
+        mask = ("     -       -" if math.isnan(r.mask_agree)
+                else f"{r.mask_agree:6.3f} {r.mask_null_agree:7.3f}")
+        print(f"  {r.layer:28s} {r.units:6d} {r.weight_cosine:7.3f} {r.weight_null_cosine:7.3f} "
+              f"{mask} {fmt_p(r.log10_p):>9s}")
+    if len(rows) > len(shown):
+        print(f"  ({len(rows) - len(shown)} more layers with --verbose)")
+    if report is not None:
+        atomic_write_json(report / "derive.json", result.to_json())
+        print(f"  report: {report / 'derive.json'}")
+    raise typer.Exit(0 if result.derived else 1)

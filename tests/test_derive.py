@@ -1,0 +1,112 @@
+"""``derive``: copies made from a ticket are derived; unrelated models are not."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import one_line_error, run_cli
+from ticketmark.attacks import apply_attack
+from ticketmark.io import Ticket, load_ticket, save_ticket
+from ticketmark.io.ticket import state_of
+from ticketmark.models import build_model
+from ticketmark.ownership.derive import derive, permutation_z
+from ticketmark.sparsity import Mask
+
+
+def _stranger(ticket: Ticket, seed: int) -> Ticket:
+    """Same architecture, fresh initialisation, random mask at the ticket's sparsity."""
+    torch.manual_seed(seed)
+    model = build_model(ticket.model_name, ticket.in_channels, ticket.num_classes,
+                        ticket.image_size)
+    g = torch.Generator().manual_seed(seed)
+    mask = Mask({k: v.flatten()[torch.randperm(v.numel(), generator=g)].view_as(v)
+                 for k, v in ticket.mask.items()})
+    mask.apply(model)
+    return Ticket(ticket.model_name, ticket.dataset, ticket.in_channels, ticket.num_classes,
+                  ticket.image_size, state_of(model), mask, None, {})
+
+
+@pytest.fixture(scope="module")
+def owner(resnet_ticket) -> Ticket:
+    return load_ticket(resnet_ticket)
+
+
+@pytest.mark.parametrize("kind,params", [
+    ("prune", {"method": "global", "ratio": 0.5}),
+    ("quantize", {"scheme": "ternary"}),
+    ("permute", {}),
+    ("noise", {"sigma": 0.2}),
+    ("fill", {"scale": 0.5, "reference": "min"}),
+])
+def test_attacked_copies_are_derived(owner, digits, kind, params):
+    stolen = apply_attack(owner, kind, params, digits)
+    d = derive(stolen.state, owner)
+    assert d.derived and d.log10_p < -6, d.reason
+    if kind == "permute":
+        assert sum(r.channels_moved for r in d.layers) > 0
+
+
+def test_channel_rescaling_does_not_hide_derivation(owner):
+    """Positive per-channel scaling (absorbed by BatchNorm) leaves every cosine unchanged."""
+    g = torch.Generator().manual_seed(0)
+    state = {k: (v * torch.exp(torch.randn(v.shape[0], generator=g)).view(-1, 1, 1, 1)
+                 if v.dim() == 4 else v) for k, v in owner.state.items()}
+    d = derive(state, owner)
+    base = derive(owner.state, owner)
+    assert d.derived
+    for a, b in zip(d.layers, base.layers, strict=True):
+        assert a.weight_cosine == pytest.approx(b.weight_cosine, abs=1e-9)
+
+
+def test_unrelated_models_are_not_derived(owner):
+    for seed in range(3):
+        d = derive(_stranger(owner, seed).state, owner)
+        assert not d.derived and d.log10_p > -3, d.reason
+
+
+def test_excluding_a_block_removes_it_from_the_evidence(owner):
+    name = next(k for k, v in owner.state.items() if v.dim() == 4 and v.shape[0] >= 32)
+    block = np.zeros(tuple(owner.state[name].shape[:2]), dtype=bool)
+    block[:8, :8] = True
+    d = derive(owner.state, owner, exclude={name: block})
+    row = next(r for r in d.layers if r.layer == name)
+    full = next(r for r in derive(owner.state, owner).layers if r.layer == name)
+    assert row.units == full.units - 64 and d.excluded == {name: 64}
+
+
+def test_permutation_moments_match_simulation():
+    """Hoeffding's exact mean and variance against 4000 random pairings."""
+    rng = np.random.default_rng(0)
+    s, r = rng.normal(size=(60, 9)), rng.normal(size=(60, 9)) + 0.3
+    strata = rng.integers(0, 3, size=60)
+    obs, mean, z = permutation_z(s, r, strata)
+    sims = []
+    for _ in range(4000):
+        perm = np.arange(60)
+        for g in range(3):
+            idx = np.flatnonzero(strata == g)
+            perm[idx] = rng.permutation(idx)
+        sims.append(float(np.einsum("ij,ij->", s, r[perm])))
+    assert mean == pytest.approx(np.mean(sims), abs=0.15)
+    assert (obs - mean) / z == pytest.approx(np.std(sims), rel=0.05)
+
+
+def test_cli_derive(tmp_path, owner, resnet_ticket, conv_ticket, digits):
+    save_ticket(tmp_path / "stolen", apply_attack(owner, "permute", {}, digits))
+    res = run_cli("derive", "--suspect", tmp_path / "stolen.safetensors", "--reference",
+                  resnet_ticket, "--report", tmp_path / "rep")
+    assert res.returncode == 0, res.stderr
+    assert "derivation: DERIVED" in res.stdout
+    report = json.loads((tmp_path / "rep" / "derive.json").read_text())
+    assert report["derived"] and report["log10_p"] < -6 and len(report["layers"]) > 10
+    save_ticket(tmp_path / "stranger", _stranger(owner, 5))
+    res = run_cli("derive", "--suspect", tmp_path / "stranger.safetensors", "--reference",
+                  resnet_ticket)
+    assert res.returncode == 1 and "NOT DERIVED" in res.stdout
+    one_line_error(run_cli("derive", "--suspect", conv_ticket, "--reference", resnet_ticket))
+    one_line_error(run_cli("derive", "--suspect", tmp_path / "none", "--reference",
+                           resnet_ticket))
