@@ -6,6 +6,8 @@ owner's part, so a scheme that survives fine-tuning survives it without the owne
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -23,9 +25,7 @@ DEFAULT_FINETUNE_LR = 0.01
 
 def thief_splits(data: DataSplits, fraction: float, seed: int = 0) -> DataSplits:
     """The same dataset with its training split cut down to the thief's disjoint part."""
-    return DataSplits(name=data.name, train=data.train.part("thief", fraction, seed=seed),
-                      val=data.val, test=data.test, num_classes=data.num_classes,
-                      augment=data.augment)
+    return dataclasses.replace(data, train=data.train.part("thief", fraction, seed=seed))
 
 
 def finetune(model: nn.Module, data: DataSplits, *, epochs: int = 5, lr: float | None = None,

@@ -9,6 +9,7 @@ keeps the one shared training loop (``ticketmark.training.train``) in charge.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,8 +79,7 @@ def mixed_splits(data: DataSplits, trig: TriggerSet, ratio: float) -> tuple[Data
     repeat = max(1, math.ceil(ratio * len(data.train) / ((1 - ratio) * len(kept))))
     x = torch.cat([data.train.x, trig.x[kept].repeat(repeat, 1, 1, 1)])
     y = torch.cat([data.train.y, trig.y[kept].repeat(repeat)])
-    mixed = DataSplits(data.name, Split(x, y), data.val, data.test, data.num_classes,
-                       data.augment)
+    mixed = dataclasses.replace(data, train=Split(x, y))
     return mixed, repeat
 
 
