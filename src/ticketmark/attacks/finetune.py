@@ -6,6 +6,8 @@ owner's part, so a scheme that survives fine-tuning survives it without the owne
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -23,22 +25,22 @@ DEFAULT_FINETUNE_LR = 0.01
 
 def thief_splits(data: DataSplits, fraction: float, seed: int = 0) -> DataSplits:
     """The same dataset with its training split cut down to the thief's disjoint part."""
-    return DataSplits(name=data.name, train=data.train.part("thief", fraction, seed=seed),
-                      val=data.val, test=data.test, num_classes=data.num_classes,
-                      augment=data.augment)
+    return dataclasses.replace(data, train=data.train.part("thief", fraction, seed=seed))
 
 
 def finetune(model: nn.Module, data: DataSplits, *, epochs: int = 5, lr: float | None = None,
              mode: str = "all", keep_mask: Mask | None = None, thief_fraction: float = 0.5,
              seed: int = 0, progress: bool = False, batch_size: int = 128,
-             device: str = "auto") -> nn.Module:
+             device: str = "auto", adversarial_eps: float = 0.0,
+             adversarial_steps: int = 7) -> nn.Module:
     """Fine-tune a copy of ``model`` for ``epochs`` on the thief's part of ``data.train``.
 
     ``mode``: ``all`` trains every parameter; ``last`` only the classifier (BatchNorm
     statistics frozen too, so every other tensor is bit-identical); ``reinit-last``
     re-initialises the classifier, then trains everything (Adi et al.'s RTAL).
     ``keep_mask=None`` is dense fine-tuning (pruned weights may grow back); a ``Mask``
-    keeps those weights at exactly zero.
+    keeps those weights at exactly zero. ``adversarial_eps`` > 0 (pixel units) makes it
+    PGD adversarial fine-tuning: a thief hardening the stolen ticket.
     """
     if mode not in FINETUNE_MODES:
         raise TicketmarkError(f"unknown fine-tuning mode {mode!r}; choose one of: "
@@ -66,7 +68,10 @@ def finetune(model: nn.Module, data: DataSplits, *, epochs: int = 5, lr: float |
                 m.momentum = 0.0
     cfg = TrainConfig(epochs=int(epochs), batch_size=batch_size,
                       lr=DEFAULT_FINETUNE_LR if lr is None else float(lr), seed=int(seed),
-                      device=device)
+                      device=device,
+                      adversarial=None if not adversarial_eps else
+                      {"method": "pgd", "eps": float(adversarial_eps),
+                       "steps": int(adversarial_steps)})
     try:
         train(out, thief, cfg, keep_mask, desc=f"finetune ({mode})", progress=progress,
               params=params)

@@ -44,4 +44,6 @@ from ticketmark.cli import (  # noqa: E402,F401,I001
     trigger,
     serve,
     report,
+    robustness,
+    transfer,
 )

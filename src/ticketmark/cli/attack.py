@@ -92,6 +92,9 @@ def finetune(
     thief_fraction: float = typer.Option(0.5, help="share of the training split the thief "
                                                    "owns (disjoint from the owner's)"),
     batch_size: int = typer.Option(128),
+    adversarial_eps: float = typer.Option(0.0, help="> 0: PGD adversarial fine-tuning at "
+                                                    "this L-inf eps (pixel units)"),
+    adversarial_steps: int = typer.Option(7, help="PGD steps of adversarial fine-tuning"),
     dataset: str | None = DatasetOpt, data_dir: Path | None = DataDirOpt,
     seed: int = SeedOpt, quiet: bool = QuietOpt, force: bool = ForceOpt,
     device: str = DeviceOpt,
@@ -99,7 +102,9 @@ def finetune(
     """Fine-tune on the thief's own data: all layers, last layer, or re-initialised last."""
     _run(source, out, "finetune", {"epochs": epochs, "lr": lr, "mode": mode,
                                    "keep_mask": keep_mask, "thief_fraction": thief_fraction,
-                                   "batch_size": batch_size, "seed": seed},
+                                   "batch_size": batch_size, "seed": seed,
+                                   "adversarial_eps": adversarial_eps,
+                                   "adversarial_steps": adversarial_steps},
          dataset, data_dir, quiet, force, device)
 
 

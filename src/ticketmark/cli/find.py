@@ -60,6 +60,13 @@ def find(
     channel_score: str = typer.Option("auto", help="early-bird --structured: bn (BatchNorm "
                                                    "gamma), l1 (filter mean |w|) or auto"),
     splits: int = typer.Option(2, help="colt: disjoint parts of the training data"),
+    adversarial: str | None = typer.Option(None, help="adversarial training in every round: "
+                                                      "pgd, or fgsm (one random-start step)"),
+    eps: float = typer.Option(0.1, help="--adversarial: L-inf budget in [0, 1] pixel units "
+                                        "(inputs are normalised; eps is divided by the std)"),
+    steps: int = typer.Option(7, help="--adversarial pgd: attack steps per batch"),
+    adv_alpha: float | None = typer.Option(None, help="--adversarial pgd: step size in pixel "
+                                                      "units (default 2.5 eps / steps)"),
 ) -> None:
     """Find a winning ticket and write every round into a resumable run directory."""
     if method not in FINDERS:
@@ -69,7 +76,9 @@ def find(
     from ticketmark.training.progress import console
 
     train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-                        weight_decay=weight_decay, seed=seed, device=device)
+                        weight_decay=weight_decay, seed=seed, device=device,
+                        adversarial=None if adversarial is None else
+                        {"method": adversarial, "eps": eps, "steps": steps, "alpha": adv_alpha})
     cfg = FindConfig(method=method, model=model, dataset=dataset,
                      data_dir=str(data_dir) if data_dir else None, rounds=rounds, rate=rate,
                      sparsity=sparsity, rewind_epoch=rewind_epoch, scope=scope,

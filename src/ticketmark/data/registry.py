@@ -49,6 +49,10 @@ class DataSplits:
     test: Split
     num_classes: int
     augment: bool = False
+    # Per-channel mean and std of the raw [0, 1] training pixels that ``x`` was normalised
+    # with, so attacks and corruptions can work in pixel space (None: unknown).
+    pixel_mean: tuple[float, ...] | None = None
+    pixel_std: tuple[float, ...] | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -135,4 +139,6 @@ def load_dataset(
         test=Split(x_test.contiguous(), y_test.long()),
         num_classes=num_classes,
         augment=augment,
+        pixel_mean=tuple(float(v) for v in mean),
+        pixel_std=tuple(float(v) for v in std),
     )

@@ -20,6 +20,9 @@ class TrainConfig:
     seed: int = 0
     augment: bool | None = None  # None: the dataset's default (on for CIFAR)
     device: str = "auto"
+    # Adversarial training, e.g. {"method": "pgd", "eps": 0.1, "steps": 7}: every batch is
+    # replaced by its attacked version (ticketmark.robustness.adversarial). None: clean.
+    adversarial: dict[str, Any] | None = None
 
     def validate(self) -> TrainConfig:
         if self.epochs < 0:
@@ -32,6 +35,10 @@ class TrainConfig:
             raise TicketmarkError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
             raise TicketmarkError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if self.adversarial is not None:
+            from ticketmark.robustness.adversarial import AdversarialSpec
+
+            AdversarialSpec.from_dict(self.adversarial)
         return self
 
     def with_model_defaults(self, model_name: str) -> TrainConfig:
@@ -47,7 +54,10 @@ class TrainConfig:
         return sorted({max(1, self.epochs // 2), max(1, (3 * self.epochs) // 4)})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["adversarial"] is None:  # clean runs keep the hparams.json they always had
+            del d["adversarial"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:

@@ -33,6 +33,9 @@ EpochCallback = Callable[[int, nn.Module, dict[str, Any]], bool]
 # model); returning True ends the epoch after this step and then training (early-bird's
 # every-k-steps mask check).
 StepCallback = Callable[[int, int, nn.Module], bool]
+# Replaces each training batch before the step, given (the bare model, x, y): adversarial
+# training plugs in here (ticketmark.robustness.adversarial).
+BatchTransform = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -81,10 +84,13 @@ def train(
     callback: EpochCallback | None = None,
     params: list[nn.Parameter] | None = None,
     step_callback: StepCallback | None = None,
+    batch_transform: BatchTransform | None = None,
 ) -> TrainResult:
     """Train in place; return per-epoch metrics and, if asked, the state at ``rewind_epoch``.
 
     ``params`` restricts which parameters the optimizer updates (last-layer fine-tuning).
+    ``batch_transform`` replaces each batch's inputs before the step; without one,
+    ``cfg.adversarial`` (if set) builds the adversarial-training transform.
     """
     cfg.validate()
     env = dist_env()
@@ -104,6 +110,10 @@ def train(
     if env.world > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                       else None)
+    if batch_transform is None and cfg.adversarial is not None:
+        from ticketmark.robustness.adversarial import adversarial_transform
+
+        batch_transform = adversarial_transform(cfg.adversarial, data, cfg.seed)
     augment = data.augment if cfg.augment is None else cfg.augment
     loader = TensorLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed,
                           augment=augment, rank=env.rank, world=env.world)
@@ -124,6 +134,8 @@ def train(
             stop = False
             for x, y in loader:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if batch_transform is not None:
+                    x = batch_transform(model, x, y)
                 opt.zero_grad(set_to_none=True)
                 logits = net(x)
                 loss = F.cross_entropy(logits, y)

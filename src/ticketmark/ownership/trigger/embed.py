@@ -14,6 +14,7 @@ hundred pictures, which is what lets it survive fine-tuning (docs/trigger.md).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import asdict, dataclass, field
@@ -130,9 +131,9 @@ def mixed_splits(data: DataSplits, x: torch.Tensor, y: torch.Tensor, ratio: floa
     if len(x) == 0:
         raise TicketmarkError("every trigger group was excluded: nothing to embed")
     repeat = max(1, math.ceil(ratio * len(data.train) / ((1 - ratio) * len(x))))
-    mixed = DataSplits(data.name, Split(torch.cat([data.train.x, x.repeat(repeat, 1, 1, 1)]),
-                                        torch.cat([data.train.y, y.repeat(repeat)])),
-                       data.val, data.test, data.num_classes, data.augment)
+    mixed = dataclasses.replace(data, train=Split(torch.cat([data.train.x,
+                                                             x.repeat(repeat, 1, 1, 1)]),
+                                                  torch.cat([data.train.y, y.repeat(repeat)])))
     return mixed, repeat
 
 
