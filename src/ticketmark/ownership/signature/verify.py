@@ -247,6 +247,27 @@ def reorder(conn: torch.Tensor, name: str, params: dict[str, Any],
     return out
 
 
+class Alternatives:
+    """A layer's second reading: aligned to ``--reference`` when given, else the suspect in
+    its canonical channel order. The first reading is always the suspect as it is, so
+    re-alignment can only help: after add-on noise the Hungarian matching can scramble an
+    unpermuted copy (seen: OWNED without --reference, NOT OWNED with it). The better of
+    the two counts, at twice its p-value."""
+
+    def __init__(self, state: dict[str, torch.Tensor], params: dict[str, Any],
+                 densities: dict[str, float], reference: dict[str, torch.Tensor] | None
+                 ) -> None:
+        self.params, self.densities, self.reference = params, densities, reference
+        self.lazy = None if reference is not None else LazyOrders(state, params)
+
+    def conn(self, name: str, weight: torch.Tensor, direct: torch.Tensor
+             ) -> tuple[torch.Tensor | None, dict[str, Any]]:
+        if self.reference is not None:
+            aligned, info = layer_conn(name, weight, self.densities.get(name), self.reference)
+            return (None if torch.equal(aligned, direct) else aligned), info
+        return reorder(direct, name, self.params, self.lazy), {"canonical_channel_order": True}
+
+
 @dataclass
 class HiddenPart:
     """The hidden bits' share of the verdict (see ``hidden``)."""
@@ -260,7 +281,7 @@ class HiddenPart:
 def read_hidden(claim: Claim, params: dict[str, Any], weights: dict[str, torch.Tensor],
                 densities: dict[str, float], reference: dict[str, torch.Tensor] | None,
                 options: VerifyOptions, claim_ok: bool,
-                orders: LazyOrders | None = None) -> HiddenPart:
+                alternatives: Alternatives | None = None) -> HiddenPart:
     """Open the claim's hidden bits with ``--reveal`` and read them out of the suspect."""
     if "hidden" not in params:
         return HiddenPart(False, "the claim has no hidden bits", {"hidden": "none in claim"})
@@ -281,15 +302,14 @@ def read_hidden(claim: Claim, params: dict[str, Any], weights: dict[str, torch.T
     for name, o, i in layout.layers:
         w = weights.get(name)
         if w is not None and tuple(w.shape[:2]) == (o, i):
-            conns[name] = layer_conn(name, w, densities.get(name), reference)[0]
+            conns[name] = layer_conn(name, w, densities.get(name), None)[0]
     reading = hidden.read_bits(conns, bits, layout)
     limit = math.log10(hidden.THRESHOLD)
-    if reading.log10_p + math.log10(2) >= limit:
+    if alternatives is not None and reading.log10_p + math.log10(2) >= limit:
         for name, conn in conns.items():
-            other = reorder(conn, name, params, orders)
-            if other is not None:
-                canon[name] = other
-    if canon:  # permuted suspects read in their canonical order; the better one, p x 2
+            other, _ = alternatives.conn(name, weights[name], conn)
+            canon[name] = other if other is not None else conn
+    if canon:  # re-aligned (reference or canonical order): the better reading, p x 2
         second = hidden.read_bits(canon, bits, layout)
         reading = min(reading, second, key=lambda r: r.log10_p).with_penalty(math.log10(2))
     ok = reading.read > 0 and reading.log10_p < limit
@@ -317,7 +337,7 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
     reference = load_reference(options.reference, claim) if options.reference else None
     densities = {str(k): float(v) for k, v in dict(params.get("densities", {})).items()}
     densities[params["layer"]] = float(params["density"])
-    orders = None if reference is not None else LazyOrders(state, params)
+    alternatives = Alternatives(state, params, densities, reference)
 
     evidence: dict[str, Any] = {"mode": "search" if options.search else "claimed position",
                                 "signature_valid": sig_ok, "tag_bound_to_claim": tag_ok,
@@ -340,16 +360,17 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
             reason = (f"the suspect has no layer {name} large enough for the claimed block "
                       "(another architecture? if layers were renamed, try --search)")
             return Verdict(SCHEME, UNVERIFIABLE, reason, evidence)
-        conn, alignment = layer_conn(name, w, densities[name], reference)
+        conn, alignment = layer_conn(name, w, densities[name], None)
         reading = read_at(conn, pos, code)
-        other = None if reading.decoded == code.text else reorder(conn, name, params, orders)
-        if other is not None:  # a permuted suspect: its canonical order may read better
+        other, info = (None, {}) if reading.decoded == code.text else \
+            alternatives.conn(name, w, conn)
+        if other is not None:  # a permuted suspect: re-aligned it may read better
             second = read_at(other, pos, code)
             if (second.decoded == code.text) > (reading.decoded == code.text) or (
                     (second.decoded == code.text) == (reading.decoded == code.text)
                     and second.pvals.log10_p < reading.pvals.log10_p):
                 reading = second
-                alignment = {"canonical_channel_order": True}
+                alignment = info
             reading = Reading(reading.position, reading.conn, reading.extracted, reading.bits,
                               reading.pvals, reading.decoded, reading.how, math.log10(2))
         evidence |= reading.evidence(code.text)
@@ -362,7 +383,7 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
     evidence["log10_p_position"] = log10_p_position
     agree = f"{reading.bits.agree}/{reading.bits.total} modules agree"
     hidden_part = read_hidden(claim, params, weights, densities, reference, options,
-                              bad_claim is None, orders)
+                              bad_claim is None, alternatives)
     evidence |= hidden_part.evidence
     if bad_claim is not None:
         evidence["search_null"] = {"skipped": "the claim itself is invalid"}
