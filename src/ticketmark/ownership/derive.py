@@ -51,13 +51,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from scipy.stats import norm
 
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import Ticket, load_ticket
 from ticketmark.io.suspect import load_suspect_weights
 from ticketmark.ownership.claims import Claim
+from ticketmark.ownership.signature import extract
 from ticketmark.ownership.signature.extract import align
 from ticketmark.ownership.verdict import NOT_OWNED, Verdict, VerifyOptions
 
@@ -162,11 +162,7 @@ def _standardised(rows: np.ndarray) -> np.ndarray:
 
 def _match(suspect_rows: np.ndarray, reference_rows: np.ndarray) -> np.ndarray:
     """perm with suspect[perm[j]] ~ reference[j], maximising summed row correlation."""
-    cost = -(_standardised(reference_rows) @ _standardised(suspect_rows).T)
-    rows, cols = linear_sum_assignment(cost)
-    perm = np.empty(len(rows), dtype=np.int64)
-    perm[rows] = cols
-    return perm
+    return extract.assignment(-(_standardised(reference_rows) @ _standardised(suspect_rows).T))
 
 
 def align_channels(suspect_norms: np.ndarray, reference_norms: np.ndarray,

@@ -92,13 +92,18 @@ def connectivity(weight: torch.Tensor, density: float) -> torch.Tensor:
     return connectivity_from_norms(kernel_norms(weight), density)
 
 
-def _match(suspect: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """perm with suspect[perm[j]] ~ reference[j] (rows are feature vectors)."""
-    cost = cdist(reference, suspect, metric="cityblock")
+def assignment(cost: np.ndarray) -> np.ndarray:
+    """perm with perm[j] = the suspect index matched to reference j (min-cost matching of
+    ``cost[reference, suspect]``)."""
     rows, cols = linear_sum_assignment(cost)
     perm = np.empty(len(rows), dtype=np.int64)
     perm[rows] = cols
     return perm
+
+
+def _match(suspect: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """perm with suspect[perm[j]] ~ reference[j] (rows are feature vectors)."""
+    return assignment(cdist(reference, suspect, metric="cityblock"))
 
 
 def align(suspect_norms: torch.Tensor, reference_norms: torch.Tensor,
