@@ -319,7 +319,9 @@ def embed_signature(ticket: Ticket, key: Ed25519PrivateKey, message: str,
     shape = (ticket.in_channels, ticket.image_size, ticket.image_size)
     params["canonical"] = {"model": ticket.model_name, "num_classes": ticket.num_classes,
                            "input_shape": list(shape),
-                           "orders": canonical.channel_orders(model.cpu(), shape)}
+                           "features": canonical.to_json(canonical.mask_features(
+                               layer_connectivity(new_mask),
+                               canonical.layer_axes(model.cpu())))}
     summary = {
         "tag": tag, "layer": name, "row": p.position.row, "col": p.position.col,
         "orientation": p.position.orientation, "qr_version": p.code.version,

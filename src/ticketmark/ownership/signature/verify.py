@@ -35,7 +35,6 @@ import torch
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import load_ticket
 from ticketmark.io.suspect import load_suspect_weights, resolve_layer
-from ticketmark.io.ticket import load_state
 from ticketmark.io.untrusted import check_float, check_int, show
 from ticketmark.models import build_model
 from ticketmark.ownership.claims import Claim
@@ -205,19 +204,31 @@ def search(weights: dict[str, torch.Tensor], code: qr.Code, densities: dict[str,
 
 def suspect_orders(state: dict[str, torch.Tensor], params: dict[str, Any]
                    ) -> dict[str, Any] | None:
-    """The suspect's canonical channel orders (``canonical``), when the claim records the
-    release's; None when the suspect cannot be run as the claimed architecture."""
+    """Channel matches of the suspect onto the signed ticket (``canonical``), from the
+    connectivity recovered at the claim's densities; None when the claim records no
+    fingerprints or the suspect is not the claimed architecture."""
     spec = params.get("canonical")
     if not isinstance(spec, dict):
         return None
+    claim_features = canonical.from_json(spec.get("features"))
+    densities = params.get("densities")
+    if claim_features is None or not isinstance(densities, dict):
+        return None
     try:
         shape = tuple(int(x) for x in spec["input_shape"])
-        model = build_model(str(spec["model"]), shape[0], int(spec["num_classes"]), shape[1])
-        load_state(model, state)
-        return {"suspect": canonical.channel_orders(model, shape),
-                "axes": canonical.layer_axes(model), "claim": dict(spec["orders"])}
+        with torch.device("meta"):  # only the graph is needed: no memory for weights
+            model = build_model(str(spec["model"]), shape[0], int(spec["num_classes"]),
+                                shape[1])
+        axes = canonical.layer_axes(model)
     except (TicketmarkError, KeyError, TypeError, ValueError, IndexError, RuntimeError):
         return None
+    conns = {}
+    for name, density in densities.items():
+        w = state.get(name)
+        if name in axes and w is not None and w.dim() == 4 and isinstance(density, float):
+            conns[name] = extract.connectivity_from_norms(extract.kernel_norms(w), density)
+    perms = canonical.match(claim_features, canonical.mask_features(conns, axes))
+    return {"axes": axes, "perms": perms}
 
 
 class LazyOrders:
@@ -241,7 +252,7 @@ def reorder(conn: torch.Tensor, name: str, params: dict[str, Any],
     orders = lazy.get() if lazy is not None else None
     if orders is None or name not in orders["axes"]:
         return None
-    out = canonical.realign(conn, orders["axes"][name], orders["claim"], orders["suspect"])
+    out = canonical.realign(conn, orders["axes"][name], orders["perms"])
     if out is None or torch.equal(out, conn):
         return None
     return out
