@@ -5,10 +5,10 @@ FFT correlations of 21x21 codes, per-layer statistics. At that size a second int
 thread buys little, and on a busy machine it can cost a great deal: an OpenMP worker
 waiting for a partner the scheduler has given to someone else spins. On the project's
 shared 2-core machine a resnet20s training child with two threads burnt 113 s of CPU in
-38 minutes without finishing what one thread did in about 35 s (docs/performance.md; an
-idle-machine comparison is still to be made with benchmarks/bench_threads.py). One thread
-is also the same number on every machine, so a run's floating-point reductions do not
-change with the core count.
+38 minutes without finishing what one thread did in 2 min 47 s of wall
+(docs/performance.md; an idle-machine comparison is still to be made with
+benchmarks/bench_threads.py). One thread is also the same number on every machine, so a
+run's floating-point reductions do not change with the core count.
 
 Order of precedence: ``--threads N`` on the command line, then ``TICKETMARK_THREADS``, then
 an ``OMP_NUM_THREADS`` the user set, then 1. ``0`` means every core this process may use
