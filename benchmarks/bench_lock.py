@@ -13,15 +13,16 @@ each pays for its own kernel magnitudes:
   each hop with one uniform number and one ``searchsorted`` on that row. Same registers
   (residual stream), same dead-end jumps as the vectorised walk.
 * ``paper``: the algorithm of ``prune_ewp`` in the paper's repository (VITA-Group/
-  NO-stealing-LTH, ``pruning_utils_2.py``), re-implemented from reading it: for every path
+  NO-stealing-LTH, ``pruning_utils_unprune.py``), re-implemented from reading it: for every path
   and every layer it recomputes ``sum |W * M|`` over each kernel, starts a path at
   ``randint(0, in - 1)``, draws the next channel with ``np.random.choice(p=column /
   sum)``, redraws the start when a column is empty, and clears the chosen kernel in a deep
   copy of the mask. Two changes so that it runs on our models and its picks are comparable:
   it follows our registers (the original walks modules in definition order, which on an
-  option-B shortcut feeds ``conv2``'s output channel into the shortcut's input and can
-  index past its width) and it visits our prunable layers (the original: convolutions
-  only). Its per-path work, which is what the timing measures, is the original's.
+  option-B shortcut feeds ``conv2``'s output channel into the shortcut's input; when that
+  index is past the shortcut's width the original catches the IndexError and restarts at
+  a random channel) and it visits our prunable layers (the original: convolutions only).
+  Its per-path work, which is what the timing measures, is the original's.
 
 Times are CPU seconds of this thread (``time.thread_time``, torch and BLAS held at one
 thread), so other processes on a shared machine do not count; ratios are within one run.

@@ -139,6 +139,19 @@ def fft_best_in_rows(conns: dict[str, torch.Tensor], code: np.ndarray, fraction:
     return out
 
 
+def bench_search(model_name: str) -> dict[str, Any]:
+    """Only the first table's FFT / conv2d columns (seconds of CPU, not minutes)."""
+    ticket = random_ticket(model_name, 0.8)
+    code = qr.all_masks(qr.make_tag("A" * 43, "bench", ticket.fingerprint()))[0].modules
+    conns = layer_connectivity(ticket.mask)
+    search_s, fast = timed(lambda: placement.best_per_layer(conns, [code]), 3)
+    fft_best = {c.position.layer: c.agreement for c in fast}
+    conv_s, conv_best = timed(lambda: conv2d_search(conns, code), 3)
+    assert conv_best == fft_best, "conv2d and FFT search disagree"
+    return {"model": model_name, "search_s": search_s, "conv_s": conv_s,
+            "best": max(fft_best.values()), "layers": len(fft_best)}
+
+
 def bench(model_name: str, fraction: float, tmp: Path) -> dict[str, Any]:
     ticket = random_ticket(model_name, 0.8)
     key = Ed25519PrivateKey.generate()
@@ -205,9 +218,20 @@ def main() -> None:
                     help="share of each layer's rows of offsets the paper's loop visits")
     ap.add_argument("--models", default="resnet20s,resnet18")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--search-only", action="store_true",
+                    help="only FFT search against conv2d (no loop, verify or null)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
+    if args.search_only:
+        print(f"torch threads: {torch.get_num_threads()}; CPU s, best of 3; load average "
+              f"{load:.1f}\n\n| model | layers | best agreement | FFT search s | conv2d s | "
+              "conv2d / FFT |\n|---|---:|---:|---:|---:|---:|")
+        for name in args.models.split(","):
+            r = bench_search(name)
+            print(f"| {r['model']} | {r['layers']} | {r['best']} | {r['search_s']:.3f} | "
+                  f"{r['conv_s']:.3f} | {r['conv_s'] / r['search_s']:.2f}x |")
+        return
     rows = []
     start = time.perf_counter()
     with TemporaryDirectory() as tmp:

@@ -72,24 +72,26 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=600.0,
+                    help="wall seconds after which a child is stopped and reported as such")
     ap.add_argument("--child", nargs=2, metavar=("WORKLOAD", "THREADS"))
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args.child[0], args.steps)))
         return
     counts = [int(t) for t in args.threads.split(",")]
-    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores",
+          flush=True)
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     for _ in range(args.rounds):
         for workload in ("train", "null"):
             for n in counts:
-                env = {**os.environ, "OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
-                out = subprocess.run([sys.executable, __file__, "--steps", str(args.steps),
-                                      "--child", workload, str(n)], env=env, check=True,
-                                     capture_output=True, text=True)
-                res = json.loads(out.stdout)
-                assert res["threads"] == n, f"asked for {n} threads, torch used {res}"
-                results.setdefault((workload, n), []).append(res)
+                results.setdefault((workload, n), []).append(
+                    run_child(workload, n, args.steps, args.timeout))
+                r = results[(workload, n)][-1]
+                print(f"  {workload}, {n} thread(s): wall {r['wall']:.2f} s, CPU "
+                      f"{r['cpu']:.2f} s" + (" (stopped at the time limit)"
+                                             if r["timed_out"] else ""), flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}\n")
     print("| workload | threads | wall s (min of rounds) | CPU s (min) | wall / 1 thread | "
           "CPU / 1 thread |")
@@ -100,7 +102,27 @@ def main() -> None:
         for n in counts:
             rs = results[(workload, n)]
             w, c = min(r["wall"] for r in rs), min(r["cpu"] for r in rs)
-            print(f"| {workload} | {n} | {w:.2f} | {c:.2f} | {w / bw:.2f} | {c / bc:.2f} |")
+            mark = " (hit the time limit)" if all(r["timed_out"] for r in rs) else ""
+            print(f"| {workload} | {n} | {w:.2f}{mark} | {c:.2f} | {w / bw:.2f} | "
+                  f"{c / bc:.2f} |")
+
+
+def run_child(workload: str, n: int, steps: int, timeout: float) -> dict[str, float]:
+    """One child; CPU from this process's children rusage, so a child stopped at the
+    time limit still reports what it burnt (its timed part is then at least that)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
+    r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    try:
+        out = subprocess.run([sys.executable, __file__, "--steps", str(steps), "--child",
+                              workload, str(n)], env=env, check=True, capture_output=True,
+                             text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {"wall": time.perf_counter() - t0, "timed_out": True,
+                "cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)}
+    res = json.loads(out.stdout)
+    assert res["threads"] == n, f"asked for {n} threads, torch used {res}"
+    return {**res, "timed_out": False}
 
 
 if __name__ == "__main__":

@@ -105,6 +105,34 @@ def test_path_ranks_take_whole_paths_in_order(resnet, ctx):
     assert int(ranks[plan.steps[0].name][first[0], first[1]]) == 0
 
 
+def test_path_ranks_follow_first_appearance_to_the_last_path():
+    """Every kernel's rank is its order of first appearance, path by path, layer by layer,
+    also at the tail of a long sample with absent shortcut kernels (-1 hops) in it (the
+    ranking once tied every kernel first seen after as many positions as there were valid
+    hops, and ordered those by id)."""
+    from ticketmark.models import build_model
+    from ticketmark.sparsity import Mask, magnitude_prune
+
+    torch.manual_seed(0)
+    model = build_model("resnet20s", 1, 10, 28)
+    mask = magnitude_prune(model, Mask.ones(model), 0.8)
+    plan = build_plan(model, mask)
+    weights = {n: p.detach() for n, p in model.named_parameters() if n in mask}
+    sample = walk(plan, kernel_views(plan, mask, weights), 400,
+                  generator=torch.Generator().manual_seed(5))
+    assert any(bool((h[:, 0] < 0).any()) for h in sample.hops.values())  # the case at hand
+    ranks = path_ranks(plan, sample)
+    order: dict[tuple[str, int, int], int] = {}
+    for p in range(sample.num_paths):
+        for step in plan.steps:
+            o, i = sample.hops[step.name][p].tolist()
+            if o >= 0:
+                order.setdefault((step.name, o, i), len(order))
+    got = {(name, o, i): int(r[o, i]) for name, r in ranks.items()
+           for o, i in torch.nonzero(r >= 0).tolist()}
+    assert got == order
+
+
 @pytest.mark.parametrize("method", list(CHOOSERS))
 def test_choosers_remove_present_connections(resnet, ctx, method):
     budget = max(1, resnet.mask.count() // 100)

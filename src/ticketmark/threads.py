@@ -2,12 +2,13 @@
 
 ticketmark's own work is small tensors: 8x8 to 32x32 images through ResNet-20s/conv nets,
 FFT correlations of 21x21 codes, per-layer statistics. At that size a second intra-op
-thread buys little even on an idle machine, and on a busy one it costs a great deal: each
-parallel region waits for a thread the scheduler has given to someone else. Measured on
-the project's 2-core machine while other jobs ran (docs/performance.md), two threads made
-a training step slower in wall time and cost more CPU time than one. One thread is also
-the same number on every machine, so a run's floating-point reductions do not change with
-the core count.
+thread buys little, and on a busy machine it can cost a great deal: an OpenMP worker
+waiting for a partner the scheduler has given to someone else spins. On the project's
+shared 2-core machine a resnet20s training child with two threads burnt 113 s of CPU in
+38 minutes without finishing what one thread did in 2 min 47 s of wall
+(docs/performance.md; an idle-machine comparison is still to be made with
+benchmarks/bench_threads.py). One thread is also the same number on every machine, so a
+run's floating-point reductions do not change with the core count.
 
 Order of precedence: ``--threads N`` on the command line, then ``TICKETMARK_THREADS``, then
 an ``OMP_NUM_THREADS`` the user set, then 1. ``0`` means every core this process may use

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -271,15 +272,13 @@ def path_ranks(plan: Plan, sample: PathSample) -> dict[str, torch.Tensor]:
         h = sample.hops[step.name]
         gid = h[:, 0] * plan.in_channels(step) + h[:, 1] + off
         cols.append(torch.where(h[:, 0] >= 0, gid, torch.full_like(gid, -1)))
-    ids = torch.stack(cols, 1).flatten()  # path-major: path 0's layers, then path 1's ...
-    pos = torch.arange(ids.numel())
-    valid = ids >= 0
-    ids, pos = ids[valid], pos[valid]
-    uniq, inverse = torch.unique(ids, return_inverse=True)
-    first = torch.full((uniq.numel(),), ids.numel(), dtype=torch.long)
-    first.scatter_reduce_(0, inverse, pos, reduce="amin")
+    ids = torch.stack(cols, 1).flatten().numpy()  # path-major: path 0's layers, then 1's ...
+    ids = ids[ids >= 0]
+    # numpy's unique returns each id's first position directly (one sort, no scatter);
+    # ordering the ids by it ranks them by first appearance.
+    uniq, first = np.unique(ids, return_index=True)
     rank = torch.full((int(sum(sizes)),), -1, dtype=torch.long)
-    rank[uniq[torch.argsort(first)]] = torch.arange(uniq.numel())
+    rank[torch.from_numpy(uniq[np.argsort(first)])] = torch.arange(len(uniq))
     out = {}
     for name, part, step in zip(names, rank.split(sizes), plan.steps, strict=True):
         out[name] = part.view(plan.out_channels(step), plan.in_channels(step))
