@@ -86,17 +86,10 @@ def main() -> None:
         return out / name
 
     clean_run, adv_run = imp("imp_clean", None), imp("imp_pgd", adv)
-    eb_cfg = FindConfig(method="early-bird", model=args.model, dataset=args.dataset,
-                        sparsity=args.eb_sparsity, rewind_epoch=1,
-                        train=TrainConfig(epochs=args.epochs, batch_size=64, adversarial=adv),
-                        extra={"structured": True, "epsilon": args.eb_epsilon, "window": 3,
-                               "check_every": 10, "check_unit": "step"})
-    t = time.perf_counter()
-    run_early_bird(eb_cfg, out / "eb_pgd", progress=False)
-    timings["eb_pgd"] = time.perf_counter() - t
-
-    eval_eps = [float(e) for e in args.eval_eps.split(",")]
     stages = set(args.stages.split(","))
+    if "reports" in stages:
+        _early_bird(args, out, adv, timings)
+    eval_eps = [float(e) for e in args.eval_eps.split(",")]
     results: dict[str, Any] = {"args": vars(args) | {"out": str(out)}, "timings_s": timings,
                                "reports": {}, "transfer": {}}
     if "reports" in stages:
@@ -106,6 +99,17 @@ def main() -> None:
     print(f"\ntimings (s): {json.dumps({k: round(v) for k, v in timings.items()})}")
     name = "results.json" if stages >= {"reports", "transfer"} else f"results_{args.stages}.json"
     atomic_write_json(out / name, results, sort_keys=False)
+
+
+def _early_bird(args: argparse.Namespace, out: Path, adv: dict, timings: dict) -> None:
+    eb_cfg = FindConfig(method="early-bird", model=args.model, dataset=args.dataset,
+                        sparsity=args.eb_sparsity, rewind_epoch=1,
+                        train=TrainConfig(epochs=args.epochs, batch_size=64, adversarial=adv),
+                        extra={"structured": True, "epsilon": args.eb_epsilon, "window": 3,
+                               "check_every": 10, "check_unit": "step"})
+    t = time.perf_counter()
+    run_early_bird(eb_cfg, out / "eb_pgd", progress=False)
+    timings["eb_pgd"] = time.perf_counter() - t
 
 
 def _reports(args: argparse.Namespace, out: Path, clean_run: Path, adv_run: Path,
