@@ -69,6 +69,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/bench_robust"))
     ap.add_argument("--stages", default="reports,transfer",
                     help="after the finders (resumed if done): reports, transfer or both")
+    ap.add_argument("--families", default="clean,pgd",
+                    help="reports stage: which training families to measure")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out: Path = args.out
@@ -87,7 +89,8 @@ def main() -> None:
 
     clean_run, adv_run = imp("imp_clean", None), imp("imp_pgd", adv)
     stages = set(args.stages.split(","))
-    if "reports" in stages:
+    families = set(args.families.split(","))
+    if "reports" in stages and "pgd" in families:
         _early_bird(args, out, adv, timings)
     eval_eps = [float(e) for e in args.eval_eps.split(",")]
     results: dict[str, Any] = {"args": vars(args) | {"out": str(out)}, "timings_s": timings,
@@ -97,7 +100,8 @@ def main() -> None:
     if "transfer" in stages:
         results["transfer"] = _transfer(args, out, clean_run, adv_run)
     print(f"\ntimings (s): {json.dumps({k: round(v) for k, v in timings.items()})}")
-    name = "results.json" if stages >= {"reports", "transfer"} else f"results_{args.stages}.json"
+    name = ("results.json" if stages >= {"reports", "transfer"} and families >= {"clean", "pgd"}
+            else f"results_{args.stages}_{args.families}.json")
     atomic_write_json(out / name, results, sort_keys=False)
 
 
@@ -117,8 +121,10 @@ def _reports(args: argparse.Namespace, out: Path, clean_run: Path, adv_run: Path
     opts = RobustnessOptions(eps=eval_eps, steps=args.eval_steps, limit=args.limit)
     rounds = range(1, args.rounds + 1)
     reports = {}
-    for name, run, extra in (("clean", clean_run, []),
-                             ("pgd", adv_run, [out / "eb_pgd" / "ticket.safetensors"])):
+    families = [f for f in (("clean", clean_run, []),
+                            ("pgd", adv_run, [out / "eb_pgd" / "ticket.safetensors"]))
+                if f[0] in args.families.split(",")]
+    for name, run, extra in families:
         tickets = [run / f"round_{r}" / "ticket.safetensors" for r in rounds] + extra
         rep = robustness_report(tickets, [run / "round_0" / "ticket.safetensors"], opts)
         write_report(rep, out / f"report_{name}")
@@ -129,6 +135,8 @@ def _reports(args: argparse.Namespace, out: Path, clean_run: Path, adv_run: Path
         print(_md(["path"] + header, [[Path(r["path"]).parent.name] + c
                                       for r, c in zip(rep["rows"], cells, strict=True)]))
 
+    if "pgd" not in reports:
+        return reports
     # Acceptance 1: robust IMP >= 80% sparse vs robust dense, PGD at the training eps.
     key = str(args.eps) if str(args.eps) in reports["pgd"]["rows"][0]["pgd"] else str(eval_eps[0])
     prow = reports["pgd"]["rows"]
