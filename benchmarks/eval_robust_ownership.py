@@ -47,6 +47,9 @@ def main() -> None:
     ap.add_argument("--thief-eps", type=float, default=0.1)
     ap.add_argument("--thief-epochs", type=int, default=3)
     ap.add_argument("--eval-eps", default="0.05,0.1,0.2")
+    ap.add_argument("--trigger-recipe", choices=("ticket", "clean"), default="ticket",
+                    help="train the trigger set in with the ticket's (PGD) recipe, or with "
+                         "the same recipe minus adversarial training")
     args = ap.parse_args()
     o: Path = args.out
     o.mkdir(parents=True, exist_ok=True)
@@ -56,8 +59,16 @@ def main() -> None:
         cli("embed", "--ticket", args.ticket, "--key", o / "owner.pem", "--message",
             "ACME robust", "--out", o / "signed.safetensors", "--claim", o / "sig.claim.json",
             "--epochs", args.embed_epochs, "-q")
+    signed = o / "signed.safetensors"
+    if args.trigger_recipe == "clean":  # PGD on random-label triggers blocks memorising them
+        from ticketmark.io import load_ticket, save_ticket
+
+        ticket = load_ticket(signed)
+        ticket.meta["train"] = {k: v for k, v in ticket.meta["train"].items()
+                                if k != "adversarial"}
+        signed = save_ticket(o / "signed_clean_recipe", ticket)
     if not (o / "release.safetensors").exists():
-        cli("trigger", "embed", "--ticket", o / "signed.safetensors", "--key", o / "owner.pem",
+        cli("trigger", "embed", "--ticket", signed, "--key", o / "owner.pem",
             "--out", o / "release", "--claim-out", o / "trig.claim.json", "--seed-out",
             o / "trig.seed.json", "--epochs", args.embed_epochs, "-q")
     if not (o / "stolen.safetensors").exists():

@@ -69,6 +69,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/bench_robust"))
     ap.add_argument("--stages", default="reports,transfer",
                     help="after the finders (resumed if done): reports, transfer or both")
+    ap.add_argument("--families", default="clean,pgd",
+                    help="reports stage: which training families to measure")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out: Path = args.out
@@ -86,6 +88,24 @@ def main() -> None:
         return out / name
 
     clean_run, adv_run = imp("imp_clean", None), imp("imp_pgd", adv)
+    stages = set(args.stages.split(","))
+    families = set(args.families.split(","))
+    if "reports" in stages and "pgd" in families:
+        _early_bird(args, out, adv, timings)
+    eval_eps = [float(e) for e in args.eval_eps.split(",")]
+    results: dict[str, Any] = {"args": vars(args) | {"out": str(out)}, "timings_s": timings,
+                               "reports": {}, "transfer": {}}
+    if "reports" in stages:
+        results["reports"] = _reports(args, out, clean_run, adv_run, eval_eps)
+    if "transfer" in stages:
+        results["transfer"] = _transfer(args, out, clean_run, adv_run)
+    print(f"\ntimings (s): {json.dumps({k: round(v) for k, v in timings.items()})}")
+    name = ("results.json" if stages >= {"reports", "transfer"} and families >= {"clean", "pgd"}
+            else f"results_{args.stages}_{args.families}.json")
+    atomic_write_json(out / name, results, sort_keys=False)
+
+
+def _early_bird(args: argparse.Namespace, out: Path, adv: dict, timings: dict) -> None:
     eb_cfg = FindConfig(method="early-bird", model=args.model, dataset=args.dataset,
                         sparsity=args.eb_sparsity, rewind_epoch=1,
                         train=TrainConfig(epochs=args.epochs, batch_size=64, adversarial=adv),
@@ -95,26 +115,16 @@ def main() -> None:
     run_early_bird(eb_cfg, out / "eb_pgd", progress=False)
     timings["eb_pgd"] = time.perf_counter() - t
 
-    eval_eps = [float(e) for e in args.eval_eps.split(",")]
-    stages = set(args.stages.split(","))
-    results: dict[str, Any] = {"args": vars(args) | {"out": str(out)}, "timings_s": timings,
-                               "reports": {}, "transfer": {}}
-    if "reports" in stages:
-        results["reports"] = _reports(args, out, clean_run, adv_run, eval_eps)
-    if "transfer" in stages:
-        results["transfer"] = _transfer(args, out, clean_run, adv_run)
-    print(f"\ntimings (s): {json.dumps({k: round(v) for k, v in timings.items()})}")
-    name = "results.json" if stages >= {"reports", "transfer"} else f"results_{args.stages}.json"
-    atomic_write_json(out / name, results, sort_keys=False)
-
 
 def _reports(args: argparse.Namespace, out: Path, clean_run: Path, adv_run: Path,
              eval_eps: list[float]) -> dict[str, Any]:
     opts = RobustnessOptions(eps=eval_eps, steps=args.eval_steps, limit=args.limit)
     rounds = range(1, args.rounds + 1)
     reports = {}
-    for name, run, extra in (("clean", clean_run, []),
-                             ("pgd", adv_run, [out / "eb_pgd" / "ticket.safetensors"])):
+    families = [f for f in (("clean", clean_run, []),
+                            ("pgd", adv_run, [out / "eb_pgd" / "ticket.safetensors"]))
+                if f[0] in args.families.split(",")]
+    for name, run, extra in families:
         tickets = [run / f"round_{r}" / "ticket.safetensors" for r in rounds] + extra
         rep = robustness_report(tickets, [run / "round_0" / "ticket.safetensors"], opts)
         write_report(rep, out / f"report_{name}")
@@ -125,6 +135,8 @@ def _reports(args: argparse.Namespace, out: Path, clean_run: Path, adv_run: Path
         print(_md(["path"] + header, [[Path(r["path"]).parent.name] + c
                                       for r, c in zip(rep["rows"], cells, strict=True)]))
 
+    if "pgd" not in reports:
+        return reports
     # Acceptance 1: robust IMP >= 80% sparse vs robust dense, PGD at the training eps.
     key = str(args.eps) if str(args.eps) in reports["pgd"]["rows"][0]["pgd"] else str(eval_eps[0])
     prow = reports["pgd"]["rows"]
