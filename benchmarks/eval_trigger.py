@@ -73,7 +73,7 @@ def thief_training(model: nn.Module, data: DataSplits, *, optimizer: str, lr: fl
     else:
         opt = torch.optim.SGD(m.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(0)
-    for epoch in range(1, max(epochs) + 1):
+    for epoch in range(1, max(epochs, default=0) + 1):
         m.train()
         for idx in torch.randperm(len(thief), generator=gen).split(batch_size):
             out = m(thief.x[idx])
@@ -92,32 +92,39 @@ def thief_training(model: nn.Module, data: DataSplits, *, optimizer: str, lr: fl
             yield epoch, copy.deepcopy(m).eval()
 
 
-def attacks(marked: nn.Module, data: DataSplits) -> Iterator[tuple[str, nn.Module]]:
+def attacks(marked: nn.Module, data: DataSplits, groups: set[str]
+            ) -> Iterator[tuple[str, nn.Module]]:
+    """The thief's attacks, by group: none, prune, int8, adam, sgd, distill."""
     yield "none", marked
-    yield "prune +30%", prune(marked, 0.3)
-    yield "prune +50%", prune(marked, 0.5)
-    yield "int8", quantize(marked, scheme="int8")
-    adam3 = None
-    for ep, m in thief_training(marked, data, optimizer="adam", lr=1e-3, epochs=[1, 3, 5]):
-        adam3 = m if ep == 3 else adam3
-        yield f"dense Adam 1e-3, {ep} ep", m
-    assert adam3 is not None
-    yield "Adam 3 ep + prune 30% + int8", quantize(prune(adam3, 0.3), scheme="int8")
-    sgd5 = None
-    for ep, m in thief_training(marked, data, optimizer="sgd", lr=0.01, epochs=[1, 3, 5]):
-        sgd5 = m if ep == 5 else sgd5
-        yield f"dense SGD 0.01, {ep} ep", m
-    assert sgd5 is not None
-    yield "SGD 5 ep + int8", quantize(sgd5, scheme="int8")
-    thief_x = thief_splits(data, 0.5).train.x
-    soft = predict(marked, thief_x)
-    for ep, m in thief_training(marked, data, optimizer="sgd", lr=0.05, epochs=[1, 3, 5, 10],
-                                targets=soft, fresh=True):
-        yield f"distill soft, {ep} ep", m
-    hard = soft.argmax(1)
-    for ep, m in thief_training(marked, data, optimizer="sgd", lr=0.05, epochs=[5, 10],
-                                targets=hard, fresh=True):
-        yield f"distill hard, {ep} ep", m
+    if "prune" in groups:
+        yield "prune +30%", prune(marked, 0.3)
+        yield "prune +50%", prune(marked, 0.5)
+    if "int8" in groups:
+        yield "int8", quantize(marked, scheme="int8")
+    if "adam" in groups:
+        adam3 = None
+        for ep, m in thief_training(marked, data, optimizer="adam", lr=1e-3, epochs=[1, 3, 5]):
+            adam3 = m if ep == 3 else adam3
+            yield f"dense Adam 1e-3, {ep} ep", m
+        assert adam3 is not None
+        yield "Adam 3 ep + prune 30% + int8", quantize(prune(adam3, 0.3), scheme="int8")
+    if "sgd" in groups:
+        sgd5 = None
+        for ep, m in thief_training(marked, data, optimizer="sgd", lr=0.01, epochs=[1, 3, 5]):
+            sgd5 = m if ep == 5 else sgd5
+            yield f"dense SGD 0.01, {ep} ep", m
+        assert sgd5 is not None
+        yield "SGD 5 ep + int8", quantize(sgd5, scheme="int8")
+    if "distill" in groups:
+        thief_x = thief_splits(data, 0.5).train.x
+        soft = predict(marked, thief_x)
+        for ep, m in thief_training(marked, data, optimizer="sgd", lr=0.05,
+                                    epochs=[1, 3, 5, 10], targets=soft, fresh=True):
+            yield f"distill soft, {ep} ep", m
+        hard = soft.argmax(1)
+        for ep, m in thief_training(marked, data, optimizer="sgd", lr=0.05, epochs=[5, 10],
+                                    targets=hard, fresh=True):
+            yield f"distill hard, {ep} ep", m
 
 
 def _verify(model: nn.Module, like: Ticket, claim: Claim, reveal: Path, work: Path,
@@ -165,7 +172,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="embedding epochs")
     ap.add_argument("--unmarked", type=int, default=0, help="independent unmarked models")
     ap.add_argument("--unmarked-cache", type=Path, help="keep/reuse unmarked models here")
-    ap.add_argument("--skip-attacks", action="store_true")
+    ap.add_argument("--attacks", default="prune,int8,adam,sgd,distill,plain",
+                    help="attack groups to run (comma-separated; empty: none)")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     work = args.out
@@ -194,10 +202,11 @@ def main() -> None:
           f"(test drop {r['test_acc_drop']:+.2f} points)", flush=True)
 
     rows: list[dict] = []
-    if not args.skip_attacks:
+    groups = {g.strip() for g in args.attacks.split(",") if g.strip()}
+    if groups:
         marked = res.ticket.build()
         print(f"\n{'attack':<30} {'test%':>6}  {'matches':>7}  {'p':>9}  verdict")
-        for name, m in attacks(marked, data):
+        for name, m in attacks(marked, data, groups):
             tag = "".join(c if c.isalnum() else "_" for c in name)
             v = _verify(m, res.ticket, claim, reveal, work, f"m_{tag}")
             test = evaluate(m, data.test)[0]
@@ -205,7 +214,8 @@ def main() -> None:
                   f"{v['status']}", flush=True)
             rows.append({"attack": name, "test_acc": test, **v})
         plain = plain_t.build()
-        for _, m in thief_training(plain, data, optimizer="adam", lr=1e-3, epochs=[5]):
+        for _, m in thief_training(plain, data, optimizer="adam", lr=1e-3,
+                                   epochs=[5] if "plain" in groups else []):
             v = _verify(m, plain_t, claim, reveal, work, "plain_adam5")
             print(f"{'plain ticket, Adam 5 ep':<30} {evaluate(m, data.test)[0]:6.2f}  "
                   f"{v['matches']:>3}/100  {v['p']:9.2e}  {v['status']}  (no watermark)")
