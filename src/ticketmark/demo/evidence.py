@@ -14,8 +14,11 @@ def verify_signature(suspect: Path, claim: Path, reference: Path,
                      report_dir: Path | None = None) -> Verdict:
     from ticketmark.ownership.verify import verify_claim
 
-    return verify_claim(str(suspect), claim, VerifyOptions(reference=reference,
-                                                           report_dir=report_dir))
+    # The owner's reveal of the hidden bits sits beside the claim (the story writes it).
+    reveal = Path(claim).with_name("signature.reveal.json")
+    return verify_claim(str(suspect), claim, VerifyOptions(
+        reference=reference, reveal=reveal if reveal.is_file() else None,
+        report_dir=report_dir))
 
 
 def verify_trigger_over_http(suspect: Path, claim: Path, seed: Path,

@@ -25,6 +25,7 @@ from ticketmark.ownership.lock.choosers import ChooserContext, choose
 from ticketmark.ownership.lock.keyfile import write_key
 from ticketmark.ownership.lock.locking import lock_ticket
 from ticketmark.ownership.signature import EmbedOptions, embed_signature
+from ticketmark.ownership.signature.hidden import save_reveal as save_signature_reveal
 from ticketmark.ownership.trigger.commitment import save_reveal
 from ticketmark.ownership.trigger.embed import (
     EmbedConfig,
@@ -119,6 +120,8 @@ def run_demo(out: str | Path, fast: bool = False, progress: bool = True) -> dict
     owner = embedded.ticket
     owner_path = save_ticket(out / "owner" / "ticket", owner)
     sig_claim_path = save_claim(out / "owner" / "signature.claim.json", embedded.claim)
+    if embedded.reveal is not None:  # opens the hidden bits; read by demo.evidence
+        save_signature_reveal(out / "owner" / "signature.reveal.json", embedded.reveal)
     trig_claim = make_claim(key, "trigger", owner.fingerprint(), prepared.claim_params(),
                             MESSAGE)
     trig_claim_path = save_claim(out / "owner" / "trigger.claim.json", trig_claim)

@@ -217,8 +217,8 @@ REVEAL_FORMAT = "ticketmark-signature-reveal/1"
 def save_reveal(path: str | Path, reveal_token: bytes) -> Path:
     """Write the reveal that opens a claim's hidden bits (owner-only until a dispute)."""
     path = Path(path)
-    atomic_write_json(path, {"format": REVEAL_FORMAT, "reveal": keyed.encode(reveal_token)})
-    path.chmod(0o600)
+    atomic_write_json(path, {"format": REVEAL_FORMAT, "reveal": keyed.encode(reveal_token)},
+                      secret=True)
     return path
 
 
