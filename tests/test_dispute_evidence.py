@@ -69,7 +69,7 @@ def test_thief_wins_the_credentials_but_not_the_dispute(scene):
     assert "WINNER: claim A" in out and "time-stamped first" in out
     report = json.loads((d / "r1" / "dispute.json").read_text())
     assert report["winner"] == "A"
-    assert not report["verdicts"][0]["status"] == "OWNED"
+    assert report["verdicts"][0]["status"] != "OWNED"
     assert report["verdicts"][1]["status"] == "OWNED"
     deriv = report["derivation"]
     assert deriv["model from A's reference"]["derived"]
