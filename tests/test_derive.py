@@ -68,7 +68,9 @@ def test_channel_rescaling_does_not_hide_derivation(owner):
 
 
 def test_unrelated_models_are_not_derived(owner):
-    for seed in range(3):
+    # Not seed 0: the owner was trained from seed 0's initialisation, and its rewind weights
+    # still carry it (derive finds a stranger drawn from that seed: a shared init is shared).
+    for seed in (101, 102, 103):
         d = derive(_stranger(owner, seed).state, owner)
         assert not d.derived and d.log10_p > -3, d.reason
 
@@ -96,7 +98,7 @@ def test_permutation_moments_match_simulation():
             idx = np.flatnonzero(strata == g)
             perm[idx] = rng.permutation(idx)
         sims.append(float(np.einsum("ij,ij->", s, r[perm])))
-    assert mean == pytest.approx(np.mean(sims), abs=0.15)
+    assert mean == pytest.approx(np.mean(sims), abs=4 * np.std(sims) / np.sqrt(len(sims)))
     assert (obs - mean) / z == pytest.approx(np.std(sims), rel=0.05)
 
 
@@ -108,7 +110,7 @@ def test_cli_derive(tmp_path, owner, resnet_ticket, conv_ticket):
     assert "derivation: DERIVED" in res.stdout
     report = json.loads((tmp_path / "rep" / "derive.json").read_text())
     assert report["derived"] and report["log10_p"] < -6 and len(report["layers"]) > 10
-    save_ticket(tmp_path / "stranger", _stranger(owner, 5))
+    save_ticket(tmp_path / "stranger", _stranger(owner, 105))
     res = run_cli("derive", "--suspect", tmp_path / "stranger.safetensors", "--reference",
                   resnet_ticket)
     assert res.returncode == 1 and "NOT DERIVED" in res.stdout
