@@ -5,7 +5,7 @@ line with exit 2 (never exit 3, never a traceback), and a failed command leaves 
 file behind. Inputs are a valid file with one field (or a few bytes) replaced by hostile
 values: huge and 5,000-digit integers, NaN, deep nesting, wrong types, truncation.
 
-Bounded by default (``TICKETMARK_FUZZ_EXAMPLES``, default 20 examples per property);
+Bounded by default (``TICKETMARK_FUZZ_EXAMPLES``, default 10 examples per property);
 ``TICKETMARK_FUZZ_EXAMPLES=2000 python -m pytest tests/test_fuzz.py`` fuzzes for longer.
 """
 
@@ -39,7 +39,7 @@ from ticketmark.ownership.trigger.client import (
     query_labels,
 )
 
-EXAMPLES = int(os.environ.get("TICKETMARK_FUZZ_EXAMPLES", "20"))
+EXAMPLES = int(os.environ.get("TICKETMARK_FUZZ_EXAMPLES", "10"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow, HealthCheck.data_too_large])

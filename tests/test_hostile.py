@@ -120,7 +120,7 @@ def test_drip_feeding_endpoint_hits_the_deadline(tmp_path):
         res = _verify_endpoint(server.url, tmp_path, "--timeout", "2", "--deadline", "3")
     assert res.code == 1, res.err
     assert "COULD NOT VERIFY" in res.out and "deadline of 3 s" in res.out, res.out
-    assert server.hits == 1
+    assert 1 <= server.hits <= 3  # one request, or a few retries on a very slow machine
 
 
 def test_redirect_to_another_origin_is_not_followed(tmp_path):
