@@ -15,7 +15,7 @@ import typer
 
 from ticketmark.cli.app import app
 from ticketmark.errors import TicketmarkError
-from ticketmark.serving.app import MAX_BATCH, MAX_BODY, Limits
+from ticketmark.serving.limits import MAX_BATCH, MAX_BODY, Limits
 
 _DEFAULTS = Limits()
 

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ticketmark.cli.app import app
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import atomic_write_json
-from ticketmark.ownership.trigger.adapter import InputAdapter
 from ticketmark.ownership.verdict import VerifyOptions
 from ticketmark.ownership.verify import detail_keys, verify_claim
+
+if TYPE_CHECKING:
+    from ticketmark.ownership.trigger.adapter import InputAdapter
 
 __all__ = ["verify", "verify_claim"]  # verify_claim: kept importable from here for old code
 
@@ -39,6 +42,8 @@ def _adapter(path: Path | None, protocol: str | None, layout: str | None, mean: 
              "scale": scale}
     if path is None and all(v is None for v in flags.values()):
         return None
+    from ticketmark.ownership.trigger.adapter import InputAdapter
+
     adapter = InputAdapter.from_file(path) if path is not None else InputAdapter()
     for key, value in flags.items():
         if value is not None:
