@@ -252,3 +252,27 @@ def test_threads_do_not_grow_with_requests(served):
     for t in threads:
         t.join(60)
     assert served.status("Threads") < 40
+
+
+def test_accepted_connections_have_nagle_disabled(conv_ticket):
+    """Without TCP_NODELAY every response waited ~40 ms for the client's delayed ACK (the
+    stdlib server gave one keep-alive client 20 req/s). Checked on the server's side."""
+    from ticketmark.io import load_ticket
+    from ticketmark.serving import make_server, serve_in_thread
+
+    srv = make_server(load_ticket(conv_ticket).build(), SHAPE, 10)
+    serve_in_thread(srv)
+    try:
+        client = socket.create_connection(("127.0.0.1", srv.server_address[1]))
+        client.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        client.settimeout(30)
+        assert client.recv(4096).startswith(b"HTTP/1.1 200")
+        conns = list(srv._server.server_state.connections)
+        assert conns
+        for proto in conns:
+            sock = proto.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        client.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -75,7 +75,4 @@ def test_cli_copies_of_registry_names_match_the_registries():
     assert tuple(CHOOSERS) == lock_cli.CHOOSERS
     assert tuple(PATH_METHODS) == lock_cli.PATH_METHODS
     assert (serve_cli.MAX_BODY, serve_cli.MAX_BATCH) == (server.MAX_BODY, server.MAX_BATCH)
-    d = server.Limits()
-    cli_limits = (serve_cli.TIMEOUT, serve_cli.WORKERS, serve_cli.MAX_PENDING,
-                  serve_cli.MAX_CONNECTIONS)
-    assert cli_limits == (d.timeout, d.workers, d.max_pending, d.max_connections)
+

@@ -15,12 +15,9 @@ import typer
 
 from ticketmark.cli.app import app
 from ticketmark.errors import TicketmarkError
+from ticketmark.serving.limits import MAX_BATCH, MAX_BODY, Limits
 
-# The server's default limits (ticketmark.serving.app loads torch, and --help must not;
-# tests/test_startup.py keeps these equal to serving.app's).
-MAX_BODY = 32 * 1024 * 1024
-MAX_BATCH = 1024
-TIMEOUT, WORKERS, MAX_PENDING, MAX_CONNECTIONS = 10.0, 2, 16, 256
+_DEFAULTS = Limits()  # serving.limits is light: --help loads neither torch nor uvicorn
 
 
 @app.command()
@@ -30,13 +27,13 @@ def serve(
     name: str = typer.Option("ticket", help="model name in the KServe v2 routes"),
     max_body: int = typer.Option(MAX_BODY, help="largest request body in bytes"),
     max_batch: int = typer.Option(MAX_BATCH, help="most inputs per request"),
-    timeout: float = typer.Option(TIMEOUT,
+    timeout: float = typer.Option(_DEFAULTS.timeout,
                                   help="seconds for a request's headers and body, and for "
                                        "a free slot"),
-    workers: int = typer.Option(WORKERS, help="threads parsing and predicting"),
-    max_pending: int = typer.Option(MAX_PENDING,
+    workers: int = typer.Option(_DEFAULTS.workers, help="threads parsing and predicting"),
+    max_pending: int = typer.Option(_DEFAULTS.max_pending,
                                     help="requests admitted at once (bodies in memory)"),
-    max_connections: int = typer.Option(MAX_CONNECTIONS,
+    max_connections: int = typer.Option(_DEFAULTS.max_connections,
                                         help="open connections before answering 503"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log every request"),
 ) -> None:
@@ -45,8 +42,6 @@ def serve(
         raise TicketmarkError(f"port must be in 0..65535, got {port}")
     if not name or len(name) > 100 or not all(c.isalnum() or c in "-_." for c in name):
         raise TicketmarkError("--name must be 1-100 letters, digits, '-', '_' or '.'")
-    from ticketmark.serving.app import Limits
-
     try:
         limits = Limits(max_body=max_body, max_batch=max_batch, timeout=timeout,
                         workers=workers, max_pending=max_pending,

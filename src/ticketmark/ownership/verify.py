@@ -109,7 +109,8 @@ def _as_suspect(suspect: str | Path | nn.Module, claim: Claim) -> Iterator[str]:
 
     from ticketmark.io.suspect import load_suspect_weights
 
-    weights = load_suspect_weights(suspect)
+    # Cloned: safetensors refuses tensors sharing storage (tied weights).
+    weights = {k: v.clone() for k, v in load_suspect_weights(suspect).items()}
     with tempfile.TemporaryDirectory(prefix="ticketmark-suspect-") as tmp:
         path = Path(tmp) / "suspect.safetensors"
         save_file(weights, str(path))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -33,34 +32,10 @@ from starlette.routing import Route
 from torch import nn
 
 from ticketmark.serving import oip
+from ticketmark.serving.limits import MAX_BATCH, MAX_BODY, Limits
 from ticketmark.serving.protocol import BadRequest, decode_inputs
 
-MAX_BODY = 32 * 1024 * 1024
-MAX_BATCH = 1024
-
-
-@dataclass
-class Limits:
-    """Every bound the server enforces; the CLI exposes each as a flag."""
-
-    max_body: int = MAX_BODY  # bytes of one request body
-    max_batch: int = MAX_BATCH  # inputs in one request
-    timeout: float = 10.0  # s: request headers, body, and the wait for a free slot
-    workers: int = 2  # threads parsing bodies and running the model
-    max_pending: int = 16  # requests admitted at once (their bodies are in memory)
-    max_connections: int = 256  # open connections; beyond it requests get 503
-    backlog: int = 1024  # listen queue: bursts of new connections wait, not reset
-    keep_alive: float = 5.0  # s an idle keep-alive connection stays open
-
-    def validate(self) -> Limits:
-        for name in ("max_body", "max_batch", "workers", "max_pending", "max_connections",
-                     "backlog"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if not self.timeout > 0 or not self.keep_alive > 0:
-            raise ValueError("timeouts must be positive")
-        return self
-
+__all__ = ["MAX_BATCH", "MAX_BODY", "Limits", "Predictor", "make_app"]
 
 class Predictor:
     """One model shared by the worker threads; inference is serialised under a lock."""

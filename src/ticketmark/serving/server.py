@@ -4,8 +4,8 @@ The socket is bound here, before uvicorn starts, so port 0 resolves to a known f
 a port in use fails at once with ``OSError``. Beyond uvicorn's own limits (connections,
 keep-alive, header size, listen backlog) this adds the one it lacks: a deadline for a
 connection's request headers, so clients that open a connection and drip (or send nothing)
-are closed instead of held forever. TCP_NODELAY is set by asyncio on every accepted socket,
-so small responses are not held back by Nagle's algorithm.
+are closed instead of held forever; and TCP_NODELAY on every accepted connection, so small
+responses are not held back by Nagle's algorithm.
 
 ``make_server`` / ``serve_in_thread`` / ``shutdown`` / ``server_close`` keep the interface of
 the stdlib server this replaced, for tests, the demo and in-process verification.
@@ -46,6 +46,12 @@ class _HeaderDeadlineH11(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, which an
+        # accepted socket of a plain socket() is not (proto 0): set it here, or every
+        # response waits ~40 ms for the client's delayed ACK (Nagle).
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._arm()
 
     def on_response_complete(self) -> None:
@@ -84,7 +90,7 @@ class PredictionServer:
     def __init__(self, predictor: Predictor, limits: Limits, port: int = 0,
                  quiet: bool = True):
         self.predictor, self.limits = predictor, limits.validate()
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self.socket.bind((HOST, port))
