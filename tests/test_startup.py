@@ -64,14 +64,14 @@ def test_threads_option_and_default_reach_torch():
 
 
 def test_cli_copies_of_registry_names_match_the_registries():
-    from ticketmark.cli import dispute as dispute_cli
     from ticketmark.cli import lock as lock_cli
+    from ticketmark.cli import options as options_cli
     from ticketmark.cli import serve as serve_cli
     from ticketmark.ownership.derive import DEFAULT_THRESHOLD
     from ticketmark.ownership.lock import CHOOSERS, PATH_METHODS
     from ticketmark.serving import app as server
 
-    assert dispute_cli.DERIVE_THRESHOLD == DEFAULT_THRESHOLD
+    assert options_cli.DERIVE_THRESHOLD == DEFAULT_THRESHOLD
     assert tuple(CHOOSERS) == lock_cli.CHOOSERS
     assert tuple(PATH_METHODS) == lock_cli.PATH_METHODS
     assert (serve_cli.MAX_BODY, serve_cli.MAX_BATCH) == (server.MAX_BODY, server.MAX_BATCH)

@@ -8,20 +8,23 @@ from pathlib import Path
 import typer
 
 from ticketmark.cli.app import app
-from ticketmark.io import atomic_write_json, load_ticket
-from ticketmark.ownership.derive import DEFAULT_THRESHOLD, derive, fmt_p
+from ticketmark.cli.options import DERIVE_THRESHOLD
+from ticketmark.io import atomic_write_json
 
 
 @app.command("derive")
 def derive_cmd(
     suspect: Path = typer.Option(..., "--suspect", help="suspect model (ticket file)"),
     reference: Path = typer.Option(..., "--reference", help="the reference ticket"),
-    threshold: float = typer.Option(DEFAULT_THRESHOLD, help="p-value below which the suspect "
+    threshold: float = typer.Option(DERIVE_THRESHOLD, help="p-value below which the suspect "
                                                             "counts as derived"),
     report: Path | None = typer.Option(None, "--report", help="write derive.json here"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="print every layer"),
 ) -> None:
     """p-value that SUSPECT was derived from REFERENCE; exit 0 derived, 1 not derived."""
+    from ticketmark.io import load_ticket
+    from ticketmark.ownership.derive import derive, fmt_p
+
     ref = load_ticket(reference)
     weights = load_ticket(suspect).state  # the suspect's weights only, never its mask
     result = derive(weights, ref, threshold)

@@ -7,13 +7,9 @@ from pathlib import Path
 import typer
 
 from ticketmark.cli.app import app
-from ticketmark.cli.options import ForceOpt, existing_report_file
+from ticketmark.cli.options import DERIVE_THRESHOLD, ForceOpt, existing_report_file
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import atomic_write_json
-
-# ownership.derive.DEFAULT_THRESHOLD, spelled out so --help need not import torch
-# (tests/test_startup.py keeps them equal).
-DERIVE_THRESHOLD = 1e-6
 
 
 @app.command()

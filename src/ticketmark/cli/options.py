@@ -15,6 +15,9 @@ if TYPE_CHECKING:  # ticketmark.io loads torch: imported when a command runs, no
 
 TicketArg = typer.Option(..., "--ticket", help="ticket file (.safetensors) or run directory")
 ForceOpt = typer.Option(False, "--force", help="overwrite output files that already exist")
+# ownership.derive.DEFAULT_THRESHOLD, spelled out so --help need not import torch
+# (tests/test_startup.py keeps them equal).
+DERIVE_THRESHOLD = 1e-6
 
 
 def load(path: Path) -> Ticket:

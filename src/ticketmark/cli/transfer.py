@@ -9,7 +9,7 @@ import typer
 
 from ticketmark.cli.app import app
 from ticketmark.errors import TicketmarkError
-from ticketmark.io import Ticket, atomic_write_json, save_ticket
+from ticketmark.io import atomic_write_json
 from ticketmark.training.progress import console
 
 
@@ -88,7 +88,8 @@ def unpair(
     private_model = priv.build()
     before = measure_transfer(rel.build(), private_model, data, topts)
     before["test_acc"] = evaluate(rel.build(), data.test)[0]
-    new: Ticket
+    from ticketmark.io import save_ticket
+
     new, record = run_unpair(rel, private_model, data, uopts, progress=not quiet)
     after = measure_transfer(new.build(), private_model, data, topts)
     after["test_acc"] = record["test_acc"]
