@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread: the tests' tensors are small, and a second thread only contends (the CLI
+# defaults to one too; see docs/performance.md).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

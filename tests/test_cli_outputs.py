@@ -128,7 +128,7 @@ EXISTING_OUTPUTS = [
     ("embed --ticket {t} --key {k} --message m --out {d}/y --claim {d}/c.json", "c.json"),
     ("trigger embed --ticket {t} --key {k} --out {d}/x", "x.trigger-seed.json"),
     ("trigger embed --ticket {t} --key {k} --out {d}/y --claim-out {d}/c.json", "c.json"),
-    ("trigger make --ticket {t} --key {k} --out {d}/set", "set/labels.txt"),
+    ("trigger make --claim {d}/c.json --reveal {d}/r.json --out {d}/set", "set/labels.txt"),
     ("lock --ticket {t} --key-out {d}/new.lock --out {d}/x", "x.safetensors"),
     ("lock --ticket {t} --key-out {d}/old.lock --out {d}/y", "old.lock"),
     ("lock evaluate --ticket {t} --out {d}/ev", "ev/lock_eval.json"),
@@ -234,7 +234,8 @@ def test_verify_names_a_file_that_is_not_a_ticket(cli, owner, trigger_claim):
     res = cli("verify", "--suspect", owner, "--claim", trigger_claim[0], "--reveal",
               trigger_claim[1])
     error = one_line_error(res)
-    assert f"{owner} is not a ticket" in error and ".pem.safetensors" not in error
+    # named as given, with no ticket suffix glued on (it cannot be run as a model)
+    assert f"{owner}:" in error and ".pem.safetensors" not in error
 
 
 def test_verify_help_shows_each_schemes_threshold(cli):

@@ -229,9 +229,7 @@ def test_seed_file_excluded_overflow_is_one_error(conv_ticket, claims, tmp_path)
         "--reveal", tmp_path / "seed.json").assert_verdict_or_error()
 
 
-@pytest.mark.xfail(strict=True, reason="seed files are parsed in trigger/commitment.py "
-                   "(issue 16's): deep nesting raises RecursionError there")
-def test_seed_file_known_deep_nesting(conv_ticket, claims, tmp_path):
+def test_seed_file_deep_nesting_is_one_error(conv_ticket, claims, tmp_path):
     (tmp_path / "seed.json").write_text("[" * 100_000)
     cli("verify", "--suspect", conv_ticket, "--claim", _claim_file(claims, tmp_path),
         "--reveal", tmp_path / "seed.json").assert_verdict_or_error()

@@ -206,7 +206,9 @@ def test_huge_num_classes_fails_before_allocating(conv_ticket, tmp_path):
     exit_code, peak_kib = map(int, res.stdout.split())
     assert exit_code == 2 and "shape" in res.stderr, res.stderr
     # conv2's last layer for 500k classes: 2 x 0.5 GB (state and rewind) on main.
-    assert peak_kib < 900 * 1024, peak_kib
+    # the CLI's own footprint (torch, onnx, uvicorn imported) is ~1 GB; the 5e6-class
+    # model alone would add 1.3 GB more
+    assert peak_kib < 1536 * 1024, peak_kib
 
 
 def test_verify_against_hostile_sidecar_is_one_error(conv_ticket, tmp_path):

@@ -53,7 +53,7 @@ def test_dispute_names_the_owner_over_a_resigned_claim(conv_ticket, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"WINNER: claim B ({m.claim_file})" in res.stdout
     report = json.loads((tmp_path / "rep" / "dispute.json").read_text())
-    assert report["winner"] == 1
+    assert report["winner"] == "B"
     assert report["verdicts"][0]["evidence"]["reveal_valid"] is False
 
 

@@ -39,7 +39,7 @@ def find(model: str, dataset: str, out: str | Path, method: str = "imp", *,
     ``rewind_epoch``, ``data_dir``, ...); training fields go in ``train=TrainConfig(...)``
     or, for the common one, ``epochs``.
     """
-    from ticketmark.cli.find import FINDERS
+    from ticketmark.cli.find import FINDERS, finder
     from ticketmark.finding import FindConfig
     from ticketmark.training import TrainConfig
 
@@ -47,7 +47,7 @@ def find(model: str, dataset: str, out: str | Path, method: str = "imp", *,
         raise TicketmarkError(f"unknown finder {method!r}; choose one of: {', '.join(FINDERS)}")
     config.setdefault("train", TrainConfig(epochs=epochs))
     cfg = FindConfig(method=method, model=model, dataset=dataset, **config)
-    return FINDERS[method](cfg.validate(), out, progress=progress)
+    return finder(method)(cfg.validate(), out, progress=progress)
 
 
 def load_ticket(path: str | Path) -> Ticket:
