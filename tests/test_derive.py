@@ -102,6 +102,7 @@ def test_permutation_moments_match_simulation():
     assert (obs - mean) / z == pytest.approx(np.std(sims), rel=0.05)
 
 
+@pytest.mark.slow  # over 15 s on 2 cores; the default run stays under 10 min
 def test_cli_derive(tmp_path, owner, resnet_ticket, conv_ticket):
     save_ticket(tmp_path / "stolen", owner.with_model(permute(owner.build())))
     res = run_cli("derive", "--suspect", tmp_path / "stolen.safetensors", "--reference",

@@ -86,6 +86,7 @@ def test_killed_run_resumes_after_last_finished_round(tmp_path):
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not Path(sys.executable).with_name(
     "torchrun").exists(), reason="torchrun not installed")
+@pytest.mark.slow  # over 15 s on 2 cores; the default run stays under 10 min
 def test_torchrun_two_cpu_processes(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun) if torchrun.exists() else "torchrun", "--standalone",

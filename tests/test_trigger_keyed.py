@@ -57,6 +57,7 @@ def test_dispute_names_the_owner_over_a_resigned_claim(conv_ticket, tmp_path):
     assert report["verdicts"][0]["evidence"]["reveal_valid"] is False
 
 
+@pytest.mark.slow  # over 15 s on 2 cores; the default run stays under 10 min
 def test_dispute_reference_is_not_used_as_a_null(conv_ticket, tmp_path):
     """Issue 16: ``--reference-a`` used to calibrate the null on the owner's own marked
     ticket, so the owner's claim failed on the untouched release."""
