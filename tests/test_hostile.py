@@ -375,6 +375,7 @@ def test_key_file_scrypt_cost_is_capped(conv_ticket, tmp_path, log2n, r, p):
 
 
 def test_default_scrypt_cost_is_accepted():
+    from ticketmark.errors import TicketmarkError
     from ticketmark.ownership.lock.keyfile import (
         SCRYPT_LOG2N,
         SCRYPT_P,
@@ -384,3 +385,5 @@ def test_default_scrypt_cost_is_accepted():
 
     check_scrypt_cost(SCRYPT_LOG2N, SCRYPT_R, SCRYPT_P, "k")  # what seal writes
     check_scrypt_cost(SCRYPT_LOG2N + 3, SCRYPT_R, SCRYPT_P, "k")  # 8x: still fine
+    with pytest.raises(TicketmarkError, match="scrypt cost"):  # 16x: the cap is right there
+        check_scrypt_cost(SCRYPT_LOG2N + 4, SCRYPT_R, SCRYPT_P, "k")
