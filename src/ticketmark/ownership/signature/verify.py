@@ -290,8 +290,7 @@ class HiddenPart:
 
 
 def read_hidden(claim: Claim, params: dict[str, Any], weights: dict[str, torch.Tensor],
-                densities: dict[str, float], reference: dict[str, torch.Tensor] | None,
-                options: VerifyOptions, claim_ok: bool,
+                densities: dict[str, float], options: VerifyOptions, claim_ok: bool,
                 alternatives: Alternatives | None = None) -> HiddenPart:
     """Open the claim's hidden bits with ``--reveal`` and read them out of the suspect."""
     if "hidden" not in params:
@@ -393,7 +392,7 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
     log10_p_position = log10_p
     evidence["log10_p_position"] = log10_p_position
     agree = f"{reading.bits.agree}/{reading.bits.total} modules agree"
-    hidden_part = read_hidden(claim, params, weights, densities, reference, options,
+    hidden_part = read_hidden(claim, params, weights, densities, options,
                               bad_claim is None, alternatives)
     evidence |= hidden_part.evidence
     if bad_claim is not None:
