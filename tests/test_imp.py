@@ -102,3 +102,20 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert rows[1]["test_acc"] > 80.0
     metrics = (tmp_path / "ddp" / "round_1" / "metrics.jsonl").read_text().splitlines()
     assert len(metrics) == 3  # written once (rank 0), not once per rank
+
+
+def test_a_run_saved_before_the_adversarial_field_still_resumes(tmp_path):
+    """hparams.json files written before ``TrainConfig.adversarial`` existed hold no such
+    key; a clean run must still match them (it once refused: 'other settings (train)')."""
+    from ticketmark.finding.layout import RunDir
+
+    cfg = FindConfig(model="lenet300", dataset="digits", rounds=2, rate=0.2,
+                     train=TrainConfig(epochs=2, batch_size=64))
+    saved = cfg.to_dict()
+    assert "adversarial" not in saved["train"]
+    (tmp_path / "hparams.json").write_text(json.dumps(saved))
+    RunDir(tmp_path).start(cfg)  # raises on a mismatch
+    adversarial = FindConfig.from_dict(saved)
+    adversarial.train.adversarial = {"kind": "pgd", "eps": 0.1, "steps": 2}
+    with pytest.raises(Exception, match="other settings"):
+        RunDir(tmp_path).start(adversarial)

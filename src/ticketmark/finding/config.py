@@ -47,7 +47,8 @@ class FindConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # The recipe serialises itself, so runs saved before a field was added still resume.
+        return {**asdict(self), "train": self.train.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FindConfig:
