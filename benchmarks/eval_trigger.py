@@ -170,6 +170,10 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=1.0)
     ap.add_argument("--ratio", type=float, default=0.2)
     ap.add_argument("--epochs", type=int, default=None, help="embedding epochs")
+    ap.add_argument("--perturbation", default=None,
+                    help="trigger hardening: adversarial, thief, random or none "
+                         "(default: EmbedConfig's)")
+    ap.add_argument("--rho", type=float, default=None, help="hardening radius")
     ap.add_argument("--unmarked", type=int, default=0, help="independent unmarked models")
     ap.add_argument("--unmarked-cache", type=Path, help="keep/reuse unmarked models here")
     ap.add_argument("--attacks", default="prune,int8,adam,sgd,distill,plain",
@@ -185,6 +189,10 @@ def main() -> None:
     t0 = time.perf_counter()
     cfg = EmbedConfig(size=100, groups=args.groups, mark=args.mark, alpha=args.alpha,
                       train_bases=args.train_bases, ratio=args.ratio, epochs=args.epochs)
+    if args.perturbation is not None:
+        cfg.perturbation = args.perturbation
+    if args.rho is not None:
+        cfg.rho = args.rho
     res = embed(plain_t, cfg, key, data=data, progress=False)
     embed_s = time.perf_counter() - t0
     claim = make_claim(key, "trigger", plain_t.fingerprint(), res.claim_params, "eval")
@@ -196,7 +204,7 @@ def main() -> None:
     print(f"# trigger embedding ({args.mark}, {r['groups']} groups) on {plain_t.model_name}/"
           f"{plain_t.dataset} ({100 * plain_t.mask.sparsity():.1f}% sparse), {r['epochs']} "
           f"epochs, ratio {args.ratio}, {r['trained_images']} trigger images x{r['repeat']}, "
-          f"{embed_s:.0f} s")
+          f"hardening {r['perturbation']} rho {r['rho']}, {embed_s:.0f} s")
     print(f"plain  : test {r['plain_test_acc']:.2f}%  trigger {r['plain_trigger_acc']:.1f}%")
     print(f"marked : test {r['test_acc']:.2f}%  trigger {r['trigger_acc']:.1f}%  "
           f"(test drop {r['test_acc_drop']:+.2f} points)", flush=True)

@@ -35,17 +35,30 @@ class Marked:
     key_file: Path
 
 
+def fixed_key(path: Path) -> Path:
+    """The same owner key on every run (a fresh key draws a new set each time)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return path
+
+
 @functools.cache
 def marked_conv(conv_ticket: Path, mark: str = "abstract") -> Marked:
     """conv2/digits with a 100-query set, 5 epochs from its rewind point (~5 s)."""
     from ticketmark.ownership.claims import save_claim
 
     root = Path(tempfile.mkdtemp(prefix="tm_trigger_"))
-    key_file = keygen(root / "owner")[0]
+    key_file = fixed_key(root / "owner.pem")
     key = load_private_key(key_file)
     plain = load_ticket(conv_ticket)
     cfg = EmbedConfig(size=100, ratio=0.4, epochs=5, mark=mark, train_bases=20)
-    res = embed(plain, cfg, key, progress=False)
+    # A fixed key and nonce: the set (and so the embedding's outcome) is the same every run.
+    res = embed(plain, cfg, key, progress=False, nonce="tests-marked-conv")
     ticket = save_ticket(root / "marked.safetensors", res.ticket)
     claim = make_claim(key, "trigger", plain.fingerprint(), res.claim_params, "test owner")
     claim_file = save_claim(root / "claim.json", claim)

@@ -36,6 +36,20 @@ StepCallback = Callable[[int, int, nn.Module], bool]
 # Replaces each training batch before the step, given (the bare model, x, y): adversarial
 # training plugs in here (ticketmark.robustness.adversarial).
 BatchTransform = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+# Runs forward *and* backward for one batch, given (the model to call, x, y), and returns
+# (loss, logits) on the batch's own rows: objectives that need several passes per step
+# (trigger embedding under weight perturbations, ticketmark.ownership.trigger.hardening)
+# plug in here; the mask, optimizer and bookkeeping stay the loop's.
+BatchStep = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def cross_entropy_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The default step: mean cross-entropy over the batch."""
+    logits = net(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    return loss, logits
 
 
 @dataclass
@@ -85,12 +99,14 @@ def train(
     params: list[nn.Parameter] | None = None,
     step_callback: StepCallback | None = None,
     batch_transform: BatchTransform | None = None,
+    batch_step: BatchStep = cross_entropy_step,
 ) -> TrainResult:
     """Train in place; return per-epoch metrics and, if asked, the state at ``rewind_epoch``.
 
     ``params`` restricts which parameters the optimizer updates (last-layer fine-tuning).
     ``batch_transform`` replaces each batch's inputs before the step; without one,
     ``cfg.adversarial`` (if set) builds the adversarial-training transform.
+    ``batch_step`` computes each batch's loss and gradients (default: cross-entropy).
     """
     cfg.validate()
     env = dist_env()
@@ -137,9 +153,7 @@ def train(
                 if batch_transform is not None:
                     x = batch_transform(model, x, y)
                 opt.zero_grad(set_to_none=True)
-                logits = net(x)
-                loss = F.cross_entropy(logits, y)
-                loss.backward()
+                loss, logits = batch_step(net, x, y)
                 if enforcer is not None:
                     enforcer.before_step()
                 opt.step()

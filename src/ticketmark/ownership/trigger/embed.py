@@ -46,6 +46,7 @@ from ticketmark.ownership.trigger.generate import (
     generate,
     stamp,
 )
+from ticketmark.ownership.trigger.hardening import PERTURBATIONS, HardenedTriggerStep
 from ticketmark.training import TrainConfig, evaluate, predict, train
 
 
@@ -61,6 +62,8 @@ class EmbedConfig:
     epochs: int | None = None  # None: the ticket's own recipe
     lr: float | None = None  # None: the ticket's own recipe
     avoid_natural: bool = False  # exclude groups whose label the plain model already gives
+    perturbation: str = "none"  # trigger loss taken at perturbed weights (hardening)
+    rho: float = 0.05  # perturbation size, relative to each weight tensor's norm
     data_dir: str | None = None
     device: str = "auto"
 
@@ -74,6 +77,11 @@ class EmbedConfig:
                                   f"{', '.join(MARKS)})")
         if self.size < 1 or self.train_bases < 0:
             raise TicketmarkError("trigger size must be >= 1 and train bases >= 0")
+        if self.perturbation not in PERTURBATIONS:
+            raise TicketmarkError(f"unknown trigger perturbation {self.perturbation!r} (one "
+                                  f"of {', '.join(PERTURBATIONS)})")
+        if not (math.isfinite(self.rho) and 0.0 <= self.rho <= 1.0):
+            raise TicketmarkError(f"perturbation radius must be in [0, 1], got {self.rho}")
         if self.mark != "abstract" and (self.groups < 1 or self.size % self.groups):
             raise TicketmarkError(f"--groups {self.groups} must divide --size {self.size}")
         return self
@@ -125,12 +133,17 @@ def pick_bases(seed: bytes, params: TriggerParams, data: DataSplits, train_bases
     return np.ascontiguousarray(committed), extra
 
 
+def oversampling(clean: int, trigger: int, ratio: float) -> int:
+    """How many copies of the trigger images bring them to at least ``ratio`` of an epoch."""
+    return max(1, math.ceil(ratio * clean / ((1 - ratio) * trigger)))
+
+
 def mixed_splits(data: DataSplits, x: torch.Tensor, y: torch.Tensor, ratio: float
                  ) -> tuple[DataSplits, int]:
     """The owner's data with the trigger images ``x, y`` oversampled to about ``ratio``."""
     if len(x) == 0:
         raise TicketmarkError("every trigger group was excluded: nothing to embed")
-    repeat = max(1, math.ceil(ratio * len(data.train) / ((1 - ratio) * len(x))))
+    repeat = oversampling(len(data.train), len(x), ratio)
     mixed = dataclasses.replace(data, train=Split(torch.cat([data.train.x,
                                                              x.repeat(repeat, 1, 1, 1)]),
                                                   torch.cat([data.train.y, y.repeat(repeat)])))
@@ -250,11 +263,26 @@ def embed(ticket: Ticket, cfg: EmbedConfig, key: Ed25519PrivateKey, *,
     if cfg.lr is not None:
         recipe.lr = cfg.lr
     recipe.with_model_defaults(ticket.model_name)
-    mixed, repeat = mixed_splits(data, x_train, y_train, cfg.ratio)
     model = ticket.build("rewind")
+    if cfg.perturbation == "none":
+        mixed, repeat = mixed_splits(data, x_train, y_train, cfg.ratio)
+        trained_on, step = mixed, None
+        share = repeat * len(x_train) / len(mixed.train)
+    else:
+        # The same rows per epoch and per step as mixing: each step's clean rows are the
+        # loader's batch, its trigger rows are drawn by the step to make up the share.
+        if len(x_train) == 0:
+            raise TicketmarkError("every trigger group was excluded: nothing to embed")
+        repeat = oversampling(len(data.train), len(x_train), cfg.ratio)
+        share = repeat * len(x_train) / (len(data.train) + repeat * len(x_train))
+        recipe.batch_size = max(1, round(recipe.batch_size * (1 - share)))
+        step = HardenedTriggerStep(x_train, y_train, share, cfg.rho, cfg.perturbation,
+                                   recipe.seed)
+        trained_on = data
     # A signed ticket keeps its signature's weight floor through this retraining.
-    result = train(model, mixed, recipe, ticket.mask, desc="embed trigger set",
-                   progress=progress, callback=keep_floor(ticket, model))
+    result = train(model, trained_on, recipe, ticket.mask, desc="embed trigger set",
+                   progress=progress, callback=keep_floor(ticket, model),
+                   **({} if step is None else {"batch_step": step}))
     test_acc, _ = evaluate(model, data.test)
     trig_acc = trigger_accuracy(model, trig)
 
@@ -267,8 +295,8 @@ def embed(ticket: Ticket, cfg: EmbedConfig, key: Ed25519PrivateKey, *,
               "plain_test_acc": plain_test, "test_acc": test_acc,
               "test_acc_drop": plain_test - test_acc, "plain_trigger_acc": plain_trigger,
               "trigger_acc": trig_acc, "slots": len(trig), "kept": trig.kept,
-              "trained_images": len(x_train), "repeat": repeat,
-              "trigger_share": repeat * len(x_train) / len(mixed.train),
+              "trained_images": len(x_train), "repeat": repeat, "trigger_share": share,
+              "perturbation": cfg.perturbation, "rho": cfg.rho,
               "epochs": recipe.epochs}
     history = [*ticket.meta.get("history", []),
                {"kind": "trigger-embed",
