@@ -116,16 +116,21 @@ def _exact_best(conn: np.ndarray, codes: list[np.ndarray]) -> list[tuple[int, in
     return out
 
 
-@pytest.mark.parametrize("fallback", [False, True])
-def test_best_per_layer_picks_the_exact_maps_first_best(monkeypatch, fallback):
-    """The float32, two-orientations-per-FFT search returns the position argmax of the
-    exact integer maps returns, ties included (flat images tie everywhere), and the float64
-    fallback (forced here) returns the same."""
-    if fallback:
+@pytest.mark.parametrize("case", ["packed", "unpacked", "fallback"])
+def test_best_per_layer_picks_the_exact_maps_first_best(monkeypatch, case):
+    """The float32 search returns the position argmax of the exact integer maps returns,
+    ties included (flat images tie everywhere): with two orientations per inverse FFT
+    (version 1 codes), one per FFT (a version 3 code), and through the float64 fallback
+    (forced here)."""
+    if case == "fallback":
         monkeypatch.setattr(placement, "_ROUNDING_SLACK", -1.0)
     rng = np.random.default_rng(3)
-    codes = [m.modules for m in qr.all_masks(qr.make_tag("T" * 43, "x", "f" * 64))[:3]]
+    if case == "unpacked":
+        codes = [qr.make_code("T" * 20, mask=m, version=3).modules for m in range(2)]
+    else:
+        codes = [m.modules for m in qr.all_masks(qr.make_tag("T" * 43, "x", "f" * 64))[:3]]
     n = codes[0].shape[0]
+    assert (placement._packing_base(n) is None) == (case == "unpacked")
     planted = rng.random((70, 65)) < 0.5
     planted[5:5 + n, 30:30 + n] = np.rot90(codes[1], 3)
     images = {"zeros": np.zeros((n + 3, 40), bool), "ones": np.ones((30, n), bool),
@@ -149,6 +154,7 @@ def test_float32_search_rounding_margin_on_the_largest_layer():
     code = qr.make_code("HELLO12345").modules
     n = code.shape[0]
     base = placement._packing_base(n)
+    assert base is not None
     signed = torch.flip(2 * placement.oriented_stack(code).float() - 1, dims=(1, 2))
     packed = signed[0::2] + base * signed[1::2]
     z = torch.fft.irfft2(torch.fft.rfft2(packed, s=(512, 512)) * torch.fft.rfft2(conn.float()),

@@ -126,7 +126,8 @@ def best_per_layer(conns: Mapping[str, torch.Tensor],
     Why it is cheaper than :func:`agreement_maps` (float64, four inverse FFTs and box
     sums): correlating with the +-1 code ``2D - 1`` gives ``2 <C, D> - sum(C)`` directly,
     so the agreement is that correlation plus the constant ``n^2 - sum(D)`` and no box sums
-    are needed; two orientations share one inverse FFT (:func:`_best_position`); the
+    are needed; for version 1 codes two orientations share one inverse FFT
+    (:func:`_packing_base`, :func:`_best_position`); the
     layer's spectrum is computed once, in float32, and the codes' spectra once per layer
     shape. Every float32 value is checked to round exactly before it is trusted.
     """
@@ -135,7 +136,9 @@ def best_per_layer(conns: Mapping[str, torch.Tensor],
     # flipped, so that the FFT's convolution is a correlation with the code as drawn
     signed = torch.flip(2 * drawn.to(torch.float32) - 1, dims=(1, 2))
     base = _packing_base(n)
-    packed = signed[0::2] + base * signed[1::2]  # orientations (0, 1) and (2, 3) per code
+    if base is not None:  # orientations (0, 1) and (2, 3) of each code share a transform
+        signed = signed[0::2] + base * signed[1::2]
+    per_code = len(signed) // len(codes)  # inverse FFTs per code
     const = [n * n - int(c.sum()) for c in codes]  # the same in all four orientations
     spectra: dict[tuple[int, int], torch.Tensor] = {}
     spaces: dict[tuple[int, int], _Workspace] = {}
@@ -145,14 +148,14 @@ def best_per_layer(conns: Mapping[str, torch.Tensor],
             continue
         h, w = conn.shape
         if (h, w) not in spectra:
-            spectra[(h, w)] = torch.fft.rfft2(packed, s=(h, w))
-            spaces[(h, w)] = _Workspace((h, w), n)
+            spectra[(h, w)] = torch.fft.rfft2(signed, s=(h, w))
+            spaces[(h, w)] = _Workspace((h, w), n, per_code)
         # a bool image seen as uint8 converts several times faster than through ``to``
         pixels = conn.view(torch.uint8) if conn.dtype == torch.bool else conn
         image = torch.fft.rfft2(pixels.to(torch.float32))
         for j in range(len(codes)):
-            found = _best_position(spectra[(h, w)][2 * j : 2 * j + 2], image,
-                                   spaces[(h, w)], base)
+            found = _best_position(spectra[(h, w)][per_code * j : per_code * (j + 1)],
+                                   image, spaces[(h, w)], base)
             if found is None:  # float32 was not exact enough: the float64 maps decide
                 maps = agreement_maps(conn, drawn[ORIENTATIONS * j : ORIENTATIONS * (j + 1)])
                 flat = int(torch.argmax(maps))
@@ -168,17 +171,25 @@ def best_per_layer(conns: Mapping[str, torch.Tensor],
 
 # Rounding to the nearest integer is exact while every value lies this close to it (0.5
 # would do; the margin is deliberate). On ResNet-18's 512 x 512 layers the packed float32
-# maps stay near 0.01.
+# maps of a version-1 code stay below 0.016.
 _ROUNDING_SLACK = 0.25
 
+# Packed values must stay where float32's spacing (2^-4 below 2^20) is far below the
+# slack; otherwise the rounding check could not see an error.
+_PACKED_LIMIT = 2.0**20
 
-def _packing_base(n: int) -> float:
-    """A power of two above twice the largest |correlation| (n^2) of an n x n +-1 code.
+
+def _packing_base(n: int) -> float | None:
+    """A power of two above twice the largest |correlation| (n^2) of an n x n +-1 code,
+    or None when packing two correlations into one float32 would not stay exact.
 
     ``low + base * high`` then determines both integers: ``high = rint(z / base)`` and
-    ``low = z - base * high``. A power of two keeps the scaling exact in floating point.
+    ``low = z - base * high``; a power of two keeps the scaling exact. Version 1 codes
+    (n = 21, the tags ticketmark draws) pack with base 1024 below 4.6e5; from n = 25 on the
+    orientations get one inverse FFT each.
     """
-    return float(2 ** (2 * n * n).bit_length())
+    base = float(2 ** (2 * n * n).bit_length())
+    return base if n * n * (1 + base) < _PACKED_LIMIT else None
 
 
 class _Workspace:
@@ -186,44 +197,48 @@ class _Workspace:
     and code of that shape: fresh megabyte-sized arrays on every call cost as much in page
     faults as the arithmetic done in them."""
 
-    def __init__(self, shape: tuple[int, int], n: int):
+    def __init__(self, shape: tuple[int, int], n: int, transforms: int):
         h, w = shape
         self.shape, self.n = shape, n
         self.product = torch.empty(h, w // 2 + 1, dtype=torch.complex64)
         self.full = torch.empty(h, w)
         rows, cols = h - n + 1, w - n + 1
-        self.pairs = [(np.empty((rows, cols), np.float32), np.empty((rows, cols), np.float32))
-                      for _ in range(2)]
+        self.maps = [(np.empty((rows, cols), np.float32), np.empty((rows, cols), np.float32))
+                     for _ in range(transforms)]
 
 
 def _best_position(spectra: torch.Tensor, image: torch.Tensor, space: _Workspace,
-                   base: float) -> tuple[int, int] | None:
+                   base: float | None) -> tuple[int, int] | None:
     """First best position of one code over its four orientations, and its correlation.
 
-    ``spectra``: (2, ...) spectra of the flipped +-1 kernels packed in pairs,
-    ``orientation 2p + base * orientation 2p+1``; ``image``: the layer's spectrum. One
-    inverse FFT gives ``z = low + base * high``, the correlations of two orientations at
-    once (half the inverse FFTs, the costliest step; the integers stay below 2^24, where
-    float32 is exact). Each map, 1 MiB on a 512 x 512 layer, is checked and reduced while
-    it is in cache.
+    ``spectra``: the spectra of the code's flipped +-1 kernels, one per orientation, or
+    (``base`` given) packed in pairs, ``orientation 2p + base * orientation 2p+1``, so that
+    one inverse FFT gives ``z = low + base * high``, the correlations of two orientations
+    at once (half the inverse FFTs, the costliest step). ``image``: the layer's spectrum.
+    Each map, 1 MiB on a 512 x 512 layer, is checked and reduced while it is in cache.
 
     Returns ``(flat index in (orientation, row, col) order, correlation)``: the position
-    ``argmax`` of the exact integer maps returns. None if any ``z`` strays more than
+    ``argmax`` of the exact integer maps returns. None if any value strays more than
     :data:`_ROUNDING_SLACK` from its integer: only while none does is rounding exact.
     """
     n = space.n
     keys: list[np.ndarray] = []  # per orientation: a map whose values order like its own
     tops: list[float] = []  # per orientation: its largest correlation
     cuts: list[float] = []  # per orientation: key > cut exactly where the top is reached
-    for p in range(2):
-        torch.mul(spectra[p], image, out=space.product)
+    for spectrum, (z, scratch) in zip(spectra, space.maps, strict=True):
+        torch.mul(spectrum, image, out=space.product)
         torch.fft.irfft2(space.product, s=space.shape, out=space.full)
         values = space.full.numpy()[n - 1 :, n - 1 :]
-        z, scratch = space.pairs[p]
         np.rint(values, out=z)
         np.subtract(values, z, out=scratch)
         if float(np.abs(scratch, out=scratch).max()) > _ROUNDING_SLACK:
             return None
+        if base is None:
+            top = float(z.max())
+            keys.append(z)
+            tops.append(top)
+            cuts.append(top - 0.5)
+            continue
         # z = low + base * high with |low| <= n^2 < base / 2: z orders like ``high``
         # (ties broken by ``low``), so the top of ``high`` is rint(max z / base).
         high = float(np.rint(float(z.max()) / base))
