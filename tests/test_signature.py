@@ -106,6 +106,62 @@ def test_fft_agreement_equals_sliding_window_loop():
     assert best.agreement == int(maps.max())
 
 
+def _exact_best(conn: np.ndarray, codes: list[np.ndarray]) -> list[tuple[int, int, int, int]]:
+    """(agreement, orientation, row, col) per code from argmax of the float64 maps."""
+    out = []
+    for code in codes:
+        maps = placement.agreement_maps(torch.from_numpy(conn), placement.oriented_stack(code))
+        k, r, c = np.unravel_index(int(torch.argmax(maps)), tuple(maps.shape))
+        out.append((int(maps.max()), int(k), int(r), int(c)))
+    return out
+
+
+@pytest.mark.parametrize("case", ["packed", "unpacked", "fallback"])
+def test_best_per_layer_picks_the_exact_maps_first_best(monkeypatch, case):
+    """The float32 search returns the position argmax of the exact integer maps returns,
+    ties included (flat images tie everywhere): with two orientations per inverse FFT
+    (version 1 codes), one per FFT (a version 3 code), and through the float64 fallback
+    (forced here)."""
+    if case == "fallback":
+        monkeypatch.setattr(placement, "_ROUNDING_SLACK", -1.0)
+    rng = np.random.default_rng(3)
+    if case == "unpacked":
+        codes = [qr.make_code("T" * 20, mask=m, version=3).modules for m in range(2)]
+    else:
+        codes = [m.modules for m in qr.all_masks(qr.make_tag("T" * 43, "x", "f" * 64))[:3]]
+    n = codes[0].shape[0]
+    assert (placement._packing_base(n) is None) == (case == "unpacked")
+    planted = rng.random((70, 65)) < 0.5
+    planted[5:5 + n, 30:30 + n] = np.rot90(codes[1], 3)
+    images = {"zeros": np.zeros((n + 3, 40), bool), "ones": np.ones((30, n), bool),
+              "stripes": np.tile(np.arange(47)[:, None] % 2 == 0, (1, 33)),
+              "sparse": rng.random((96, 64)) < 0.03, "dense": rng.random((64, 128)) < 0.9,
+              "planted": planted}
+    found = placement.best_per_layer({k: torch.from_numpy(v) for k, v in images.items()},
+                                     codes)
+    got = {(c.position.layer, c.code): (c.agreement, c.position.orientation,
+                                        c.position.row, c.position.col) for c in found}
+    for name, conn in images.items():
+        for j, exact in enumerate(_exact_best(conn, codes)):
+            assert got[(name, j)] == exact, (name, j)
+    assert got[("planted", 1)] == (n * n, 3, 5, 30)
+
+
+def test_float32_search_rounding_margin_on_the_largest_layer():
+    """On a 512 x 512 layer (ResNet-18's largest) at the density where the FFT error is
+    largest, the packed float32 maps stay far inside the rounding slack."""
+    conn = torch.from_numpy(np.random.default_rng(4).random((512, 512)) < 0.5)
+    code = qr.make_code("HELLO12345").modules
+    n = code.shape[0]
+    base = placement._packing_base(n)
+    assert base is not None
+    signed = torch.flip(2 * placement.oriented_stack(code).float() - 1, dims=(1, 2))
+    packed = signed[0::2] + base * signed[1::2]
+    z = torch.fft.irfft2(torch.fft.rfft2(packed, s=(512, 512)) * torch.fft.rfft2(conn.float()),
+                         s=(512, 512))[:, n - 1:, n - 1:]
+    assert float((z - z.round()).abs().max()) < placement._ROUNDING_SLACK / 5
+
+
 def test_binomial_tail_is_exact():
     a = stats.Agreement(n_dark=7, n_light=5, agree_dark=6, agree_light=4)
     rho = 0.3
