@@ -174,6 +174,9 @@ def main() -> None:
                     help="trigger hardening: adversarial, thief, random or none "
                          "(default: EmbedConfig's)")
     ap.add_argument("--rho", type=float, default=None, help="hardening radius")
+    ap.add_argument("--entangle", type=float, default=None,
+                    help="weight of the entanglement pull (default: EmbedConfig's)")
+    ap.add_argument("--nonce", default=None, help="claim nonce (default: a fresh one)")
     ap.add_argument("--unmarked", type=int, default=0, help="independent unmarked models")
     ap.add_argument("--unmarked-cache", type=Path, help="keep/reuse unmarked models here")
     ap.add_argument("--attacks", default="prune,int8,adam,sgd,distill,plain",
@@ -193,7 +196,9 @@ def main() -> None:
         cfg.perturbation = args.perturbation
     if args.rho is not None:
         cfg.rho = args.rho
-    res = embed(plain_t, cfg, key, data=data, progress=False)
+    if args.entangle is not None:
+        cfg.entangle = args.entangle
+    res = embed(plain_t, cfg, key, data=data, progress=False, nonce=args.nonce)
     embed_s = time.perf_counter() - t0
     claim = make_claim(key, "trigger", plain_t.fingerprint(), res.claim_params, "eval")
     save_claim(work / "claim.json", claim)
@@ -204,7 +209,8 @@ def main() -> None:
     print(f"# trigger embedding ({args.mark}, {r['groups']} groups) on {plain_t.model_name}/"
           f"{plain_t.dataset} ({100 * plain_t.mask.sparsity():.1f}% sparse), {r['epochs']} "
           f"epochs, ratio {args.ratio}, {r['trained_images']} trigger images x{r['repeat']}, "
-          f"hardening {r['perturbation']} rho {r['rho']}, {embed_s:.0f} s")
+          f"hardening {r['perturbation']} rho {r['rho']}, entangle {r['entangle']}, "
+          f"{embed_s:.0f} s")
     print(f"plain  : test {r['plain_test_acc']:.2f}%  trigger {r['plain_trigger_acc']:.1f}%")
     print(f"marked : test {r['test_acc']:.2f}%  trigger {r['trigger_acc']:.1f}%  "
           f"(test drop {r['test_acc_drop']:+.2f} points)", flush=True)

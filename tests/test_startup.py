@@ -67,6 +67,7 @@ def test_cli_copies_of_registry_names_match_the_registries():
     from ticketmark.cli import lock as lock_cli
     from ticketmark.cli import options as options_cli
     from ticketmark.cli import serve as serve_cli
+    from ticketmark.cli import trigger as trigger_cli
     from ticketmark.ownership.derive import DEFAULT_THRESHOLD
     from ticketmark.ownership.lock import CHOOSERS, PATH_METHODS
     from ticketmark.serving import app as server
@@ -75,4 +76,7 @@ def test_cli_copies_of_registry_names_match_the_registries():
     assert tuple(CHOOSERS) == lock_cli.CHOOSERS
     assert tuple(PATH_METHODS) == lock_cli.PATH_METHODS
     assert (serve_cli.MAX_BODY, serve_cli.MAX_BATCH) == (server.MAX_BODY, server.MAX_BATCH)
+    from ticketmark.ownership.trigger.embed import EmbedConfig
+
+    assert EmbedConfig().entangle == trigger_cli.ENTANGLE
 

@@ -81,3 +81,52 @@ def test_bad_settings_are_one_clear_error():
         HardenedTriggerStep(tx, ty, 0.5, float("nan"), "adversarial")
     with pytest.raises(TicketmarkError, match="excluded"):
         HardenedTriggerStep(tx[:0], ty[:0], 0.5, 0.1, "adversarial")
+
+
+def test_entanglement_measures_distance_to_the_label_centroid():
+    from ticketmark.ownership.trigger.hardening import entanglement
+
+    clean = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]])
+    y = torch.tensor([0, 0, 1])
+    inside = torch.tensor([[2.0, 0.0], [0.0, 5.0]])  # on the centroids of labels 0 and 1
+    opposite = torch.tensor([[-1.0, 0.0], [0.0, -1.0]])
+    yt = torch.tensor([0, 1])
+    assert entanglement(torch.cat([clean, inside]), 3, y, yt).item() == pytest.approx(0.0)
+    assert entanglement(torch.cat([clean, opposite]), 3, y, yt).item() == pytest.approx(2.0)
+    # a trigger label no clean row of the batch carries adds nothing
+    assert entanglement(torch.cat([clean, inside[:1]]), 3, y,
+                        torch.tensor([2])).item() == 0.0
+
+
+def test_entangled_step_pulls_marked_features_toward_their_class():
+    x, y, tx, ty = _data()
+    net = _net().train()
+    step = HardenedTriggerStep(tx, ty, 0.5, 0.0, "none", seed=3, entangle=1.0)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    from ticketmark.ownership.trigger.hardening import entanglement, penultimate_features
+
+    def distance() -> float:
+        with torch.no_grad(), penultimate_features(net) as feats:
+            net(torch.cat([x, tx]))
+        return entanglement(feats[0], len(x), y, ty).item()
+
+    before = distance()
+    for _ in range(30):
+        opt.zero_grad()
+        step(net, x, y)
+        opt.step()
+    assert distance() < before
+
+
+def test_cli_refuses_a_negative_entanglement_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "ticketmark", "trigger", "embed", "--ticket",
+                          str(tmp_path / "t.safetensors"), "--key", str(tmp_path / "k.pem"),
+                          "--out", str(tmp_path / "o"), "--entangle", "-1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "--entangle must be >= 0" in lines[0], out.stderr
+    assert "Traceback" not in out.stderr

@@ -19,6 +19,10 @@ from ticketmark.cli.timestamp import stamp_after_embed
 from ticketmark.errors import TicketmarkError
 from ticketmark.ownership.timestamp import check_tsa_url
 
+# EmbedConfig.entangle's default, copied so that --help does not import torch
+# (tests/test_startup.py checks that the two agree).
+ENTANGLE = 0.0
+
 trigger_app = typer.Typer(help="Trigger sets (scheme 3): embed, export.", no_args_is_help=True)
 app.add_typer(trigger_app, name="trigger")
 
@@ -36,6 +40,9 @@ def embed_cmd(
     patch: int = typer.Option(0, help="patch side in pixels (0: a quarter of the image)"),
     train_bases: int = typer.Option(40, help="owner images per group the mark is trained on"),
     ratio: float = typer.Option(0.2, help="share of trigger samples in each epoch"),
+    entangle: float = typer.Option(ENTANGLE, help="pull of each marked image's features "
+                                                  "toward its label's class (0: off); "
+                                                  "docs/trigger.md"),
     epochs: int | None = typer.Option(None, help="training epochs (default: the ticket's)"),
     lr: float | None = typer.Option(None, help="learning rate (default: the ticket's)"),
     avoid_natural: bool = typer.Option(False, "--avoid-natural",
@@ -68,6 +75,11 @@ def embed_cmd(
     from ticketmark.ownership.trigger.embed import EmbedConfig, embed
     from ticketmark.training.progress import console
 
+    # Settings first: a bad option is reported before any file is read.
+    cfg = EmbedConfig(size=size, groups=groups, mark=mark, alpha=alpha, patch=patch,
+                      train_bases=train_bases, ratio=ratio, epochs=epochs, lr=lr,
+                      avoid_natural=avoid_natural, entangle=entangle,
+                      data_dir=str(data_dir) if data_dir else None, device=device).validate()
     plain = load_ticket(ticket)
     passphrase = os.environ.get(passphrase_env) if passphrase_env else None
     owner_key = load_private_key(key, passphrase)
@@ -79,10 +91,6 @@ def embed_cmd(
         raise TicketmarkError("--out, --claim-out and --seed-out must be different files")
     refuse_overwrite([*ticket_files(out_path), claim_path,
                       *([seed_path] if folder is None else [])], force)
-    cfg = EmbedConfig(size=size, groups=groups, mark=mark, alpha=alpha, patch=patch,
-                      train_bases=train_bases, ratio=ratio, epochs=epochs, lr=lr,
-                      avoid_natural=avoid_natural,
-                      data_dir=str(data_dir) if data_dir else None, device=device).validate()
     result = embed(plain, cfg, owner_key, folder=folder, progress=not quiet)
     claim = make_claim(owner_key, "trigger", plain.fingerprint(), result.claim_params, message)
     if result.reveal is not None:

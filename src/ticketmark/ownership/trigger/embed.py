@@ -64,6 +64,7 @@ class EmbedConfig:
     avoid_natural: bool = False  # exclude groups whose label the plain model already gives
     perturbation: str = "none"  # trigger loss taken at perturbed weights (hardening)
     rho: float = 0.05  # perturbation size, relative to each weight tensor's norm
+    entangle: float = 0.0  # weight of the pull of marked features into their label's class
     data_dir: str | None = None
     device: str = "auto"
 
@@ -82,6 +83,8 @@ class EmbedConfig:
                                   f"of {', '.join(PERTURBATIONS)})")
         if not (math.isfinite(self.rho) and 0.0 <= self.rho <= 1.0):
             raise TicketmarkError(f"perturbation radius must be in [0, 1], got {self.rho}")
+        if not (math.isfinite(self.entangle) and self.entangle >= 0.0):
+            raise TicketmarkError(f"--entangle must be >= 0, got {self.entangle}")
         if self.mark != "abstract" and (self.groups < 1 or self.size % self.groups):
             raise TicketmarkError(f"--groups {self.groups} must divide --size {self.size}")
         return self
@@ -264,7 +267,7 @@ def embed(ticket: Ticket, cfg: EmbedConfig, key: Ed25519PrivateKey, *,
         recipe.lr = cfg.lr
     recipe.with_model_defaults(ticket.model_name)
     model = ticket.build("rewind")
-    if cfg.perturbation == "none":
+    if cfg.perturbation == "none" and cfg.entangle == 0.0:
         mixed, repeat = mixed_splits(data, x_train, y_train, cfg.ratio)
         trained_on, step = mixed, None
         share = repeat * len(x_train) / len(mixed.train)
@@ -277,7 +280,7 @@ def embed(ticket: Ticket, cfg: EmbedConfig, key: Ed25519PrivateKey, *,
         share = repeat * len(x_train) / (len(data.train) + repeat * len(x_train))
         recipe.batch_size = max(1, round(recipe.batch_size * (1 - share)))
         step = HardenedTriggerStep(x_train, y_train, share, cfg.rho, cfg.perturbation,
-                                   recipe.seed)
+                                   recipe.seed, cfg.entangle)
         trained_on = data
     # A signed ticket keeps its signature's weight floor through this retraining.
     result = train(model, trained_on, recipe, ticket.mask, desc="embed trigger set",
@@ -296,7 +299,7 @@ def embed(ticket: Ticket, cfg: EmbedConfig, key: Ed25519PrivateKey, *,
               "test_acc_drop": plain_test - test_acc, "plain_trigger_acc": plain_trigger,
               "trigger_acc": trig_acc, "slots": len(trig), "kept": trig.kept,
               "trained_images": len(x_train), "repeat": repeat, "trigger_share": share,
-              "perturbation": cfg.perturbation, "rho": cfg.rho,
+              "perturbation": cfg.perturbation, "rho": cfg.rho, "entangle": cfg.entangle,
               "epochs": recipe.epochs}
     history = [*ticket.meta.get("history", []),
                {"kind": "trigger-embed",

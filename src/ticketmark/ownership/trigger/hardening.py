@@ -48,6 +48,47 @@ def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
             m.momentum = momentum
 
 
+@contextmanager
+def penultimate_features(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """The input of the model's last linear layer (the features the classifier reads)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    found: list[torch.Tensor] = []
+    if not linears:
+        yield found
+        return
+    handle = linears[-1].register_forward_pre_hook(
+        lambda _m, args: found.append(args[0].flatten(1)))
+    try:
+        yield found
+    finally:
+        handle.remove()
+
+
+def entanglement(features: torch.Tensor, clean: int, y: torch.Tensor, yt: torch.Tensor
+                 ) -> torch.Tensor:
+    """Mean cosine distance of each trigger row's features to its label's clean centroid.
+
+    After a clean fine-tune the model still reacts to the marks but mixes up which mark
+    means which label (issue 16): the marked images' features sit off the class clusters,
+    where the classifier's new weights are arbitrary. Pulling them into the cluster of
+    their label (the entanglement of Jia et al., "Entangled Watermarks as a Defense against
+    Model Extraction", 2021, here with centroids instead of the soft nearest-neighbour
+    loss) lets the part of the classifier that clean data keeps in place answer them.
+    Labels absent from the batch's clean rows add nothing.
+    """
+    f = F.normalize(features, dim=1)
+    classes = int(max(int(y.max()), int(yt.max()))) + 1
+    sums = torch.zeros(classes, f.shape[1], dtype=f.dtype, device=f.device)
+    sums.index_add_(0, y, f[:clean])
+    counts = torch.bincount(y, minlength=classes)
+    centroid = F.normalize(sums, dim=1)
+    present = counts[yt] > 0
+    if not bool(present.any()):
+        return f.sum() * 0.0
+    cos = (f[clean:][present] * centroid[yt[present]]).sum(1)
+    return (1.0 - cos).mean()
+
+
 @dataclass
 class HardenedTriggerStep:
     """A ``training.BatchStep``: clean rows at ``w``, trigger rows at ``w + eps``.
@@ -63,6 +104,7 @@ class HardenedTriggerStep:
     rho: float = 0.05
     perturbation: str = "adversarial"
     seed: int = 0
+    entangle: float = 0.0
 
     def __post_init__(self) -> None:
         if self.perturbation not in PERTURBATIONS:
@@ -73,6 +115,8 @@ class HardenedTriggerStep:
                                   f"got {self.rho}")
         if len(self.trigger_x) == 0:
             raise TicketmarkError("every trigger group was excluded: nothing to embed")
+        if not (math.isfinite(self.entangle) and self.entangle >= 0.0):
+            raise TicketmarkError(f"entanglement weight must be >= 0, got {self.entangle}")
         self._gen = torch.Generator().manual_seed(self.seed)
 
     def _draw(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,9 +128,13 @@ class HardenedTriggerStep:
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         xt, yt = self._draw(len(x), x.device)
         rows = len(x) + len(xt)
-        logits = net(torch.cat([x, xt]))
+        with penultimate_features(net) as feats:
+            logits = net(torch.cat([x, xt]))
         clean = F.cross_entropy(logits[:len(x)], y, reduction="sum") / rows
         marked = F.cross_entropy(logits[len(x):], yt, reduction="sum") / rows
+        if self.entangle > 0.0 and feats:
+            marked = marked + self.entangle * entanglement(feats[0], len(x), y, yt) \
+                * len(xt) / rows
         if self.perturbation == "none" or self.rho == 0.0:
             (clean + marked).backward()
         else:
