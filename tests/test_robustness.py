@@ -173,6 +173,23 @@ def test_adversarial_training_config_builds_the_pgd_transform(digits):
     assert r3.final["train_loss"] == r1.final["train_loss"]  # seeded: reproducible
 
 
+def test_eps_ramp_grows_the_budget_then_holds_it(model_and_data, space):
+    """The ramp exists so PGD training can leave chance accuracy (conv4 sat at 15-18% for a
+    whole epoch without it); the budget must reach the full eps and stay there."""
+    from ticketmark.robustness.adversarial import adversarial_transform
+
+    model, data = model_and_data
+    spec = AdversarialSpec.from_dict({"method": "pgd", "eps": 0.2, "steps": 2, "ramp_steps": 4})
+    assert [spec.eps_at(k) for k in range(6)] == pytest.approx([0.05, 0.1, 0.15, 0.2, 0.2, 0.2])
+    transform = adversarial_transform(spec, data)
+    x, y = data.test.x[:32], data.test.y[:32]
+    widths = [float((transform(model, x, y) - x).abs().max() * space.std[0]) for _ in range(5)]
+    assert widths == pytest.approx([0.05, 0.1, 0.15, 0.2, 0.2], abs=1e-4)
+    assert "ramp_steps" not in AdversarialSpec().to_dict()  # old records unchanged
+    with pytest.raises(TicketmarkError, match="ramp"):
+        AdversarialSpec.from_dict({"ramp_steps": -1})
+
+
 def test_a_model_transfers_fully_to_itself(model_and_data, space):
     model, data = model_and_data
     x, y = data.test.x[:100], data.test.y[:100]

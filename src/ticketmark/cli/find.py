@@ -58,7 +58,10 @@ def find(
                                                              "epochs (default: --epochs)"),
     structured: bool = typer.Option(False, help="early-bird: prune whole channels, not weights"),
     channel_score: str = typer.Option("auto", help="early-bird --structured: bn (BatchNorm "
-                                                   "gamma), l1 (filter mean |w|) or auto"),
+                                                   "gamma), l1 (filter mean |w| over its "
+                                                   "layer's mean) or auto"),
+    min_channels: float = typer.Option(0.1, help="early-bird --structured: share of each "
+                                                 "layer's channels that is never pruned"),
     splits: int = typer.Option(2, help="colt: disjoint parts of the training data"),
     adversarial: str | None = typer.Option(None, help="adversarial training in every round: "
                                                       "pgd, or fgsm (one random-start step)"),
@@ -67,6 +70,8 @@ def find(
     steps: int = typer.Option(7, help="--adversarial pgd: attack steps per batch"),
     adv_alpha: float | None = typer.Option(None, help="--adversarial pgd: step size in pixel "
                                                       "units (default 2.5 eps / steps)"),
+    adv_ramp_steps: int = typer.Option(0, help="--adversarial: grow eps linearly over the "
+                                               "first N optimizer steps of each training run"),
 ) -> None:
     """Find a winning ticket and write every round into a resumable run directory."""
     if method not in FINDERS:
@@ -78,7 +83,8 @@ def find(
     train = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                         weight_decay=weight_decay, seed=seed, device=device,
                         adversarial=None if adversarial is None else
-                        {"method": adversarial, "eps": eps, "steps": steps, "alpha": adv_alpha})
+                        {"method": adversarial, "eps": eps, "steps": steps, "alpha": adv_alpha}
+                        | ({"ramp_steps": adv_ramp_steps} if adv_ramp_steps else {}))
     cfg = FindConfig(method=method, model=model, dataset=dataset,
                      data_dir=str(data_dir) if data_dir else None, rounds=rounds, rate=rate,
                      sparsity=sparsity, rewind_epoch=rewind_epoch, scope=scope,
@@ -89,6 +95,8 @@ def find(
         cfg.extra = {"epsilon": epsilon, "window": window, "check_every": check_every,
                      "check_unit": check_unit, "structured": structured,
                      "channel_score": channel_score, "max_search_epochs": max_search_epochs}
+        if structured:  # recorded, so a run drawn with another floor is not resumed
+            cfg.extra["min_channels"] = min_channels
     elif method == "colt":
         cfg.extra = {"splits": splits}
     try:

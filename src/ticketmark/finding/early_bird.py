@@ -3,7 +3,8 @@
 Every ``check_every`` epochs (or optimizer steps) of one dense run, the mask the network
 would get if it were pruned to the target sparsity right now is computed: by global weight
 magnitude (unstructured) or by whole output channels (structured, scored by BatchNorm gamma
-or by the filter's mean absolute weight). Masks settle early in training, long before the
+or by the filter's mean absolute weight relative to its layer's mean, with a floor of
+channels kept per layer). Masks settle early in training, long before the
 weights do, so the search stops once the newest mask is within ``epsilon`` normalised
 Hamming distance of every other mask in a FIFO window. The mask drawn at that moment is
 then rewound to epoch k and retrained like any other ticket.
@@ -16,6 +17,7 @@ during retraining restarts retraining only.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -92,6 +94,7 @@ class EarlyBirdOptions:
     check_unit: str = "epoch"  # "epoch" or "step"
     structured: bool = False
     channel_score: str = "auto"  # structured only: "bn" (BatchNorm |gamma|), "l1", "auto"
+    min_channels: float = 0.1  # structured only: share of each layer's channels always kept
     max_search_epochs: int | None = None  # None: the training recipe's epochs
 
     @classmethod
@@ -115,6 +118,9 @@ class EarlyBirdOptions:
         if self.channel_score not in CHANNEL_SCORES:
             raise TicketmarkError(f"channel score must be one of {', '.join(CHANNEL_SCORES)}, "
                                   f"got {self.channel_score!r}")
+        if not 0.0 <= self.min_channels <= 1.0:
+            raise TicketmarkError(f"min channels must be a share in [0, 1], "
+                                  f"got {self.min_channels}")
         cap = self.search_epochs(cfg)
         if cap < 1:
             raise TicketmarkError(f"max search epochs must be >= 1, got {cap}")
@@ -150,10 +156,22 @@ def channel_scores(model: nn.Module, names: list[str], how: str = "auto"
                    ) -> dict[str, torch.Tensor]:
     """One score per output channel of each named weight; low scores are pruned first.
 
-    ``bn`` uses |gamma| of the BatchNorm after the conv (network slimming, the Early-Bird
-    paper's choice); ``l1`` the mean |w| of the filter (the mean, not the sum, so layers of
-    different fan-in compare on one global scale). ``auto`` uses ``bn`` only when every
-    named layer has a BatchNorm, because the two scales are not comparable with each other.
+    The scores are ranked globally, across layers, so they must mean the same thing in
+    every layer. ``bn`` uses |gamma| of the BatchNorm after the conv (network slimming, the
+    Early-Bird paper's choice): BatchNorm puts every channel's pre-scale activation at unit
+    variance, so gamma alone is the channel's output scale and gammas are comparable across
+    layers (all start at 1).
+
+    ``l1`` is for networks without BatchNorm: the filter's mean |w| **divided by the mean of
+    that layer's filter scores**, so every layer's scores average 1 and only a channel's
+    standing inside its own layer counts. Raw magnitudes are not comparable across layers:
+    He init draws weights with std sqrt(2 / fan_in), so wide-fan-in layers start with
+    smaller weights, and a ReLU network computes the same function when one layer is
+    scaled by c and the next by 1/c, so a raw cross-layer comparison ranks an arbitrary
+    choice of scale. Ranking raw mean |w| globally pruned 127 of conv4's 128 last-conv
+    channels (a dead network); the normalised score is invariant to per-layer rescaling.
+    ``auto`` uses ``bn`` only when every named layer has a BatchNorm, because the two
+    scales are not comparable with each other.
     """
     params = dict(model.named_parameters())
     bns = _following_bn(model)
@@ -165,18 +183,33 @@ def channel_scores(model: nn.Module, names: list[str], how: str = "auto"
     with torch.no_grad():
         if use_bn:
             return {n: bns[n].weight.detach().abs().float().cpu() for n in names}
-        return {n: params[n].detach().abs().flatten(1).mean(1).float().cpu() for n in names}
+        out = {}
+        for n in names:
+            raw = params[n].detach().abs().flatten(1).mean(1).float().cpu()
+            # An all-zero layer has no ranking to normalise; leave it at zero (pruned first).
+            out[n] = raw / raw.mean() if float(raw.mean()) > 0 else raw
+        return out
 
 
-def channel_mask(model: nn.Module, base: Mask, sparsity: float, how: str = "auto"
-                 ) -> tuple[Mask, torch.Tensor]:
+def channel_mask(model: nn.Module, base: Mask, sparsity: float, how: str = "auto",
+                 min_keep: float = 0.1) -> tuple[Mask, torch.Tensor]:
     """Prune whole output channels, lowest score first, until ``sparsity`` of the weights go.
 
     Returns the mask and its flat per-channel keep bits (what the stop rule compares). The
-    logit layer's rows and each layer's best channel are never pruned, so the network can
-    neither lose a class nor get cut in two; the weight sparsity reached is the largest
-    one not above the target (short of it by less than one channel's fan-in).
+    logit layer's rows are never pruned, so the network cannot lose a class; every other
+    layer keeps its ``ceil(min_keep * channels)`` best channels (at least one), so no layer
+    is cut to a bottleneck the rest of the network cannot train through. The floor is a
+    guard, not the ranking: with comparable scores (see ``channel_scores``) a global
+    threshold prunes each layer by roughly the same share and the floor rarely binds; it
+    exists because any global threshold empties a layer whose scores all sit low (raw
+    ``l1`` did exactly that to conv4), and BN gammas can drift that way under training too.
+    Neither network slimming nor the Early-Bird paper sets a floor; 10% is our choice, low
+    enough not to fight the ranking at the usual 50-90% targets. The weight
+    sparsity reached is the largest one not above the target (short of it by less than one
+    channel's fan-in), or less when the floors leave too few channels to prune.
     """
+    if not 0.0 <= min_keep <= 1.0:
+        raise TicketmarkError(f"min_keep must be in [0, 1], got {min_keep}")
     names = list(base)
     logits = _output_layer(model)
     prunable = [n for n in names if n != logits]
@@ -186,11 +219,15 @@ def channel_mask(model: nn.Module, base: Mask, sparsity: float, how: str = "auto
     fan_in = [base[n][0].numel() for n in prunable]
     costs = torch.cat([torch.full((base[n].shape[0],), f, dtype=torch.float64)
                        for n, f in zip(prunable, fan_in, strict=True)])
-    flat = torch.cat([scores[n] for n in prunable]).double()
     sizes = [base[n].shape[0] for n in prunable]
-    starts = torch.cumsum(torch.tensor([0, *sizes[:-1]]), 0)
-    best = torch.stack([scores[n].argmax() for n in prunable]) + starts
-    flat[best] = float("inf")  # each layer keeps at least its best channel
+    protected = []
+    for n, size in zip(prunable, sizes, strict=True):
+        floor = max(1, math.ceil(min_keep * size))
+        best = torch.zeros(size, dtype=torch.bool)
+        best[torch.argsort(scores[n].double(), descending=True, stable=True)[:floor]] = True
+        protected.append(best)
+    flat = torch.cat([scores[n] for n in prunable]).double()
+    flat[torch.cat(protected)] = float("inf")  # each layer's floor is never pruned
     order = torch.argsort(flat, stable=True)
     budget = round(sparsity * base.size())
     cum = torch.cumsum(costs[order], 0)
@@ -214,7 +251,7 @@ def draw_mask(model: nn.Module, cfg: FindConfig, opts: EarlyBirdOptions
     """The target-sparsity mask of the model as it is now, and the bits the stop rule sees."""
     base = Mask.ones(model, cfg.policy)
     if opts.structured:
-        return channel_mask(model, base, cfg.sparsity, opts.channel_score)
+        return channel_mask(model, base, cfg.sparsity, opts.channel_score, opts.min_channels)
     mask = magnitude_prune(model, base, cfg.sparsity, cfg.scope)
     return mask, torch.cat([mask[n].flatten() for n in mask])
 
