@@ -267,7 +267,10 @@ def embed(ticket: Ticket, cfg: EmbedConfig, key: Ed25519PrivateKey, *,
         recipe.lr = cfg.lr
     recipe.with_model_defaults(ticket.model_name)
     model = ticket.build("rewind")
-    if cfg.perturbation == "none" and cfg.entangle == 0.0:
+    # Mixing puts trigger rows in the loader's batches, where an adversarially trained
+    # recipe's PGD would perturb them too (and they were not learnt: issue 20); the step
+    # draws them itself and the PGD transform sees clean rows only.
+    if cfg.perturbation == "none" and cfg.entangle == 0.0 and recipe.adversarial is None:
         mixed, repeat = mixed_splits(data, x_train, y_train, cfg.ratio)
         trained_on, step = mixed, None
         share = repeat * len(x_train) / len(mixed.train)
