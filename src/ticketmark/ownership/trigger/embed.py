@@ -46,7 +46,7 @@ from ticketmark.ownership.trigger.generate import (
     generate,
     stamp,
 )
-from ticketmark.ownership.trigger.hardening import PERTURBATIONS, HardenedTriggerStep
+from ticketmark.ownership.trigger.hardening import HardenedTriggerStep, check_settings
 from ticketmark.training import TrainConfig, evaluate, predict, train
 
 
@@ -78,13 +78,7 @@ class EmbedConfig:
                                   f"{', '.join(MARKS)})")
         if self.size < 1 or self.train_bases < 0:
             raise TicketmarkError("trigger size must be >= 1 and train bases >= 0")
-        if self.perturbation not in PERTURBATIONS:
-            raise TicketmarkError(f"unknown trigger perturbation {self.perturbation!r} (one "
-                                  f"of {', '.join(PERTURBATIONS)})")
-        if not (math.isfinite(self.rho) and 0.0 <= self.rho <= 1.0):
-            raise TicketmarkError(f"perturbation radius must be in [0, 1], got {self.rho}")
-        if not (math.isfinite(self.entangle) and self.entangle >= 0.0):
-            raise TicketmarkError(f"--entangle must be >= 0, got {self.entangle}")
+        check_settings(self.perturbation, self.rho, self.entangle)
         if self.mark != "abstract" and (self.groups < 1 or self.size % self.groups):
             raise TicketmarkError(f"--groups {self.groups} must divide --size {self.size}")
         return self
@@ -138,14 +132,14 @@ def pick_bases(seed: bytes, params: TriggerParams, data: DataSplits, train_bases
 
 def oversampling(clean: int, trigger: int, ratio: float) -> int:
     """How many copies of the trigger images bring them to at least ``ratio`` of an epoch."""
+    if trigger == 0:
+        raise TicketmarkError("every trigger group was excluded: nothing to embed")
     return max(1, math.ceil(ratio * clean / ((1 - ratio) * trigger)))
 
 
 def mixed_splits(data: DataSplits, x: torch.Tensor, y: torch.Tensor, ratio: float
                  ) -> tuple[DataSplits, int]:
     """The owner's data with the trigger images ``x, y`` oversampled to about ``ratio``."""
-    if len(x) == 0:
-        raise TicketmarkError("every trigger group was excluded: nothing to embed")
     repeat = oversampling(len(data.train), len(x), ratio)
     mixed = dataclasses.replace(data, train=Split(torch.cat([data.train.x,
                                                              x.repeat(repeat, 1, 1, 1)]),
@@ -277,8 +271,6 @@ def embed(ticket: Ticket, cfg: EmbedConfig, key: Ed25519PrivateKey, *,
     else:
         # The same rows per epoch and per step as mixing: each step's clean rows are the
         # loader's batch, its trigger rows are drawn by the step to make up the share.
-        if len(x_train) == 0:
-            raise TicketmarkError("every trigger group was excluded: nothing to embed")
         repeat = oversampling(len(data.train), len(x_train), cfg.ratio)
         share = repeat * len(x_train) / (len(data.train) + repeat * len(x_train))
         recipe.batch_size = max(1, round(recipe.batch_size * (1 - share)))

@@ -34,6 +34,17 @@ from ticketmark.errors import TicketmarkError
 PERTURBATIONS = ("adversarial", "thief", "random", "none")
 
 
+def check_settings(perturbation: str, rho: float, entangle: float) -> None:
+    """One place for the hardening options' bounds (``EmbedConfig`` checks them early)."""
+    if perturbation not in PERTURBATIONS:
+        raise TicketmarkError(f"unknown trigger perturbation {perturbation!r} (one of "
+                              f"{', '.join(PERTURBATIONS)})")
+    if not (math.isfinite(rho) and 0.0 <= rho <= 1.0):
+        raise TicketmarkError(f"trigger perturbation radius must be in [0, 1], got {rho}")
+    if not (math.isfinite(entangle) and entangle >= 0.0):
+        raise TicketmarkError(f"--entangle must be >= 0, got {entangle}")
+
+
 @contextmanager
 def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
     """Batch statistics are used but running statistics left alone (momentum 0)."""
@@ -107,16 +118,9 @@ class HardenedTriggerStep:
     entangle: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.perturbation not in PERTURBATIONS:
-            raise TicketmarkError(f"unknown trigger perturbation {self.perturbation!r} (one "
-                                  f"of {', '.join(PERTURBATIONS)})")
-        if not (math.isfinite(self.rho) and 0.0 <= self.rho <= 1.0):
-            raise TicketmarkError(f"trigger perturbation radius must be in [0, 1], "
-                                  f"got {self.rho}")
+        check_settings(self.perturbation, self.rho, self.entangle)
         if len(self.trigger_x) == 0:
             raise TicketmarkError("every trigger group was excluded: nothing to embed")
-        if not (math.isfinite(self.entangle) and self.entangle >= 0.0):
-            raise TicketmarkError(f"entanglement weight must be >= 0, got {self.entangle}")
         self._gen = torch.Generator().manual_seed(self.seed)
 
     def _draw(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
