@@ -189,7 +189,9 @@ def test_hostile_sidecar_field_is_one_error(conv_ticket, tmp_path, field, value,
 def test_unparsable_sidecar_is_one_error(conv_ticket, tmp_path, text):
     ticket = copy_ticket(conv_ticket, tmp_path / "t")
     ticket.with_suffix(".json").write_text(text)
-    cli("info", ticket).one_error()
+    line = cli("info", ticket).one_error()
+    # the error names the sidecar that was refused, not some later failure
+    assert f"{ticket.with_suffix('.json')} is not a ticket sidecar" in line, line
 
 
 def test_huge_num_classes_fails_before_allocating(conv_ticket, tmp_path):
