@@ -131,7 +131,10 @@ def _verify(model: nn.Module, like: Ticket, claim: Claim, reveal: Path, work: Pa
             name: str) -> dict:
     path = save_ticket(work / "models" / f"{name}.safetensors", like.with_model(model))
     v = verify_claim(str(path), claim, VerifyOptions(reveal=reveal))
-    return {"status": v.status, "matches": v.evidence.get("matches"), "p": v.p_value}
+    return {"status": v.status, "matches": v.evidence.get("matches"), "p": v.p_value,
+            "p_top1": v.evidence.get("p_top1", v.p_value),
+            "p_rank": v.evidence.get("p_rank", float("nan")),
+            "rank_points": v.evidence.get("rank_points")}
 
 
 def unmarked_models(data: DataSplits, count: int, cache: Path | None = None
@@ -219,20 +222,22 @@ def main() -> None:
     groups = {g.strip() for g in args.attacks.split(",") if g.strip()}
     if groups:
         marked = res.ticket.build()
-        print(f"\n{'attack':<30} {'test%':>6}  {'matches':>7}  {'p':>9}  verdict")
+        print(f"\n{'attack':<30} {'test%':>6}  {'matches':>7}  {'p top-1':>9}  "
+              f"{'p rank':>9}  {'p':>9}  verdict")
         for name, m in attacks(marked, data, groups):
             tag = "".join(c if c.isalnum() else "_" for c in name)
             v = _verify(m, res.ticket, claim, reveal, work, f"m_{tag}")
             test = evaluate(m, data.test)[0]
-            print(f"{name:<30} {test:6.2f}  {v['matches']:>3}/100  {v['p']:9.2e}  "
-                  f"{v['status']}", flush=True)
+            print(f"{name:<30} {test:6.2f}  {v['matches']:>3}/100  {v['p_top1']:9.2e}  "
+                  f"{v['p_rank']:9.2e}  {v['p']:9.2e}  {v['status']}", flush=True)
             rows.append({"attack": name, "test_acc": test, **v})
         plain = plain_t.build()
         for _, m in thief_training(plain, data, optimizer="adam", lr=1e-3,
                                    epochs=[5] if "plain" in groups else []):
             v = _verify(m, plain_t, claim, reveal, work, "plain_adam5")
             print(f"{'plain ticket, Adam 5 ep':<30} {evaluate(m, data.test)[0]:6.2f}  "
-                  f"{v['matches']:>3}/100  {v['p']:9.2e}  {v['status']}  (no watermark)")
+                  f"{v['matches']:>3}/100  {v['p_top1']:9.2e}  {v['p_rank']:9.2e}  "
+                  f"{v['p']:9.2e}  {v['status']}  (no watermark)")
             rows.append({"attack": "plain ticket, Adam 5 ep", **v})
 
     if args.unmarked:
@@ -245,7 +250,8 @@ def main() -> None:
             v = _verify(m, like, claim, reveal, work, "unmarked")
             results.append((name, evaluate(m, data.test)[0], v))
             print(f"  {name:<22} test {results[-1][1]:6.2f}%  {v['matches']:>3}/100  "
-                  f"p = {v['p']:.3g}", flush=True)
+                  f"p top-1 {v['p_top1']:.3g}  p rank {v['p_rank']:.3g}  p = {v['p']:.3g}",
+                  flush=True)
         false = [n for n, _, v in results if v["status"] == "OWNED"]
         smallest = min(results, key=lambda t: t[2]["p"])
         print(f"# {len(results)} independently trained unmarked models: false claims "

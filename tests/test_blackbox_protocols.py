@@ -130,6 +130,8 @@ def test_cli_verify_against_serve_over_kserve_v2(marked):
         res = run_cli("verify", "--suspect", url.group(0), "--claim", marked.claim_file,
                       "--reveal", marked.seed_file)
         assert res.returncode == 0 and "trigger: OWNED" in res.stdout, res.stdout + res.stderr
+        # Our server answers logits and labels: the verifier takes the logits (rank test).
+        assert "rank points" in res.stdout, res.stdout
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -137,6 +139,7 @@ def test_cli_verify_against_serve_over_kserve_v2(marked):
 
 class _HostileV2(BaseHTTPRequestHandler):
     mode = "ok"
+    calls = 0
 
     def log_message(self, *args) -> None:
         pass
@@ -145,7 +148,10 @@ class _HostileV2(BaseHTTPRequestHandler):
         req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         n = req["inputs"][0]["shape"][0]
         label = {"name": "label", "shape": [n], "datatype": "INT64", "data": [0] * n}
+        scores = {"name": "s", "shape": [n, 10], "datatype": "FP32", "data": [0.0] * (n * 10)}
+        type(self).calls += 1
         body = {
+            "mixed": lambda: json.dumps({"outputs": [scores if self.calls % 2 else label]}),
             "ok": lambda: json.dumps({"outputs": [label]}),
             "huge_label": lambda: json.dumps({"outputs": [{**label, "data": [10**30] * n}]}),
             "long_int": lambda: '{"outputs": [{"data": [' + "9" * 5000 + "]}]}",
@@ -172,13 +178,14 @@ class _HostileV2(BaseHTTPRequestHandler):
     ("short", "no output of"),
     ("no_outputs", "no 'outputs'"),
     ("bad_shape", "shape"),
+    ("mixed", "scores for some batches and labels for others"),
 ])
 def test_hostile_v2_answers_could_not_verify(tmp_path, mode, needle):
     claim, seed_file, _ = fresh_claim(TriggerParams(100, 1, 8, 8, 10, -0.8, 1.8), tmp_path)
     handler = type("H", (_HostileV2,), {"mode": mode})
     srv, url = _serve(handler)
     try:
-        v = verify_claim(url, claim, VerifyOptions(reveal=seed_file, timeout=5))
+        v = verify_claim(url, claim, VerifyOptions(reveal=seed_file, timeout=5, batch_size=50))
         handler.mode = "ok"
         plain = verify_claim(url, claim, VerifyOptions(reveal=seed_file, timeout=5))
     finally:

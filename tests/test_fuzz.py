@@ -36,7 +36,7 @@ from ticketmark.ownership.trigger.client import (
     ClientOptions,
     EndpointError,
     _labels_of,
-    query_labels,
+    query_answers,
 )
 
 EXAMPLES = int(os.environ.get("TICKETMARK_FUZZ_EXAMPLES", "10"))
@@ -357,7 +357,7 @@ def test_fuzz_endpoint_http(answer):
         url = f"http://127.0.0.1:{srv.getsockname()[1]}/predict"
         opts = ClientOptions(batch_size=1, timeout=2, retries=0, deadline=5)
         try:
-            out = query_labels(url, np.zeros((1, 1, 2, 2), np.float32), 10, opts)
+            out = query_answers(url, np.zeros((1, 1, 2, 2), np.float32), 10, opts)
         except EndpointError:
             return
         assert out.shape == (1,) and 0 <= int(out[0]) < 10
@@ -372,7 +372,7 @@ def test_raw_server_harness_answers_labels():
     srv, thread = _serve_raw(good)
     try:
         url = f"http://127.0.0.1:{srv.getsockname()[1]}/predict"
-        out = query_labels(url, np.zeros((1, 1, 2, 2), np.float32), 10,
+        out = query_answers(url, np.zeros((1, 1, 2, 2), np.float32), 10,
                            ClientOptions(batch_size=1, timeout=2, retries=0, deadline=5))
         assert out.tolist() == [7]
     finally:

@@ -129,12 +129,14 @@ def encode_request(x: np.ndarray, input_name: str = "input", datatype: str = "FP
     return body
 
 
-def labels_from_response(obj: Any, expected: int, classes: int,
-                         output: str | None = None) -> np.ndarray:
-    """Top-1 labels from a v2 response: an integer label output, or argmax of scores.
+def answers_from_response(obj: Any, expected: int, classes: int,
+                          output: str | None = None) -> np.ndarray:
+    """The answers of a v2 response: scores (N, classes) if it has them, else labels (N,).
 
-    ``output`` names the output to read; otherwise the first of shape [N] with an integer
-    datatype, else the first of shape [N, classes]. Raises ``ValueError`` naming the fault.
+    Scores are preferred: they show where a label ranks, not only whether it came first.
+    ``output`` names the output to read; otherwise the first of shape [N, classes] with a
+    float datatype, else the first of shape [N] with an integer datatype. Raises
+    ``ValueError`` naming the fault.
     """
     if not isinstance(obj, dict) or not isinstance(obj.get("outputs"), list):
         raise ValueError("answer has no 'outputs' list")
@@ -143,18 +145,17 @@ def labels_from_response(obj: Any, expected: int, classes: int,
         tensors = [t for t in tensors if t.get("name") == output]
         if not tensors:
             raise ValueError(f"answer has no output named {output!r}")
-    for want_labels in (True, False):
+    for want_scores in (True, False):
         for t in tensors:
             shape = _shape(t.get("shape"), "output", ValueError)
             dtype = t.get("datatype")
             if dtype not in DATATYPES:
                 continue
             is_int = dtype.startswith(("INT", "UINT"))
-            if want_labels and is_int and shape == [expected]:
+            if want_scores and not is_int and shape == [expected, classes]:
+                return _finite(t.get("data"), expected * classes).reshape(expected, classes)
+            if not want_scores and is_int and shape == [expected]:
                 return _int_labels(t.get("data"), expected, classes)
-            if not want_labels and not is_int and shape == [expected, classes]:
-                scores = _finite(t.get("data"), expected * classes)
-                return scores.reshape(expected, classes).argmax(1)
     raise ValueError(f"answer has no output of {expected} labels or {expected}x{classes} "
                      "scores")
 

@@ -217,9 +217,13 @@ def _labels_of(body: bytes, expected: int, classes: int) -> np.ndarray:
     return np.asarray(labels, dtype=np.int64)
 
 
-def query_labels(suspect: str, x: np.ndarray, classes: int, opts: ClientOptions
-                 ) -> np.ndarray:
-    """Top-1 labels for ``x`` (N, C, H, W) from the endpoint, in batches."""
+def query_answers(suspect: str, x: np.ndarray, classes: int, opts: ClientOptions
+                  ) -> np.ndarray:
+    """The endpoint's answers for ``x`` (N, C, H, W), in batches.
+
+    Top-1 labels (N,) from ticketmark's own protocol; from a KServe v2 endpoint, scores
+    (N, classes) where it returns them, else labels.
+    """
     if opts.batch_size < 1:
         raise EndpointError(f"batch size must be >= 1, got {opts.batch_size}")
     if opts.timeout <= 0:
@@ -235,9 +239,9 @@ def query_labels(suspect: str, x: np.ndarray, classes: int, opts: ClientOptions
 
     adapter = opts.adapter or InputAdapter()
     if adapter.resolve_protocol(urllib.parse.urlsplit(endpoint.url).path) == "kserve-v2":
-        from ticketmark.ownership.trigger.kserve import query_labels_v2
+        from ticketmark.ownership.trigger.kserve import query_answers_v2
 
-        return query_labels_v2(endpoint.url, x, classes, opts, adapter)
+        return query_answers_v2(endpoint.url, x, classes, opts, adapter)
     if opts.adapter is not None:
         x = adapter.apply(x)
     deadline = _Deadline(opts.deadline)

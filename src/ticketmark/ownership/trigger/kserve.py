@@ -22,9 +22,12 @@ if TYPE_CHECKING:
     from ticketmark.ownership.trigger.client import ClientOptions
 
 
-def query_labels_v2(url: str, x: np.ndarray, classes: int, opts: ClientOptions,
-                    adapter: InputAdapter) -> np.ndarray:
-    """Top-1 labels for ``x`` (owner's N, C, H, W inputs), ``opts.batch_size`` at a time."""
+def query_answers_v2(url: str, x: np.ndarray, classes: int, opts: ClientOptions,
+                     adapter: InputAdapter) -> np.ndarray:
+    """Scores (N, classes) or top-1 labels (N,) for ``x`` (owner's N, C, H, W inputs).
+
+    Asked ``opts.batch_size`` at a time; every batch must answer in the same form.
+    """
     import urllib.parse
 
     from ticketmark.ownership.trigger.adapter import V2_PATH
@@ -40,7 +43,7 @@ def query_labels_v2(url: str, x: np.ndarray, classes: int, opts: ClientOptions,
                             f"not {url}")
     endpoint = parse_endpoint(url)
     deadline = _Deadline(opts.deadline)  # the same total deadline and no-redirect rule
-    labels = []
+    answers = []
     for start in range(0, len(x), opts.batch_size):
         batch = adapter.apply(x[start : start + opts.batch_size])
         body = json.dumps(oip.encode_request(batch, adapter.input_name, adapter.datatype,
@@ -53,8 +56,11 @@ def query_labels_v2(url: str, x: np.ndarray, classes: int, opts: ClientOptions,
         except (ValueError, UnicodeDecodeError):
             raise EndpointError("endpoint answered malformed JSON") from None
         try:
-            labels.append(oip.labels_from_response(obj, len(batch), classes,
-                                                   adapter.output or None))
+            answers.append(oip.answers_from_response(obj, len(batch), classes,
+                                                     adapter.output or None))
         except ValueError as exc:
             raise EndpointError(f"endpoint (KServe v2) {exc}") from None
-    return np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
+    if len({a.ndim for a in answers}) > 1:
+        raise EndpointError("endpoint (KServe v2) answered scores for some batches and "
+                            "labels for others")
+    return np.concatenate(answers) if answers else np.zeros(0, dtype=np.int64)

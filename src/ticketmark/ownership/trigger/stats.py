@@ -28,6 +28,8 @@ from scipy import stats as sps
 from ticketmark.errors import TicketmarkError
 
 DEFAULT_THRESHOLD = 1e-6
+RANK_TOP = 10  # places of a score answer that earn points (bounds the exact law)
+MAX_LAW_SPAN = 20_000  # groups x (values per group): the exact law's length
 
 
 def binomial_p(matches: int, n: int, p0: float) -> float:
@@ -51,25 +53,73 @@ def calibrate_null(matches: list[int], totals: list[int], classes: int,
 
 def group_test(pred: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_groups: int,
                per_group: int, classes: int) -> tuple[int, float]:
-    """(matches, p) for the queried answers ``pred`` of the kept queries.
+    """(matches, p) for the queried top-1 answers ``pred`` of the kept queries.
 
     ``labels`` and ``groups`` belong to the same queries; groups of ``0..n_groups-1``
-    without any query were excluded and count as misses with the widest null.
+    without any query were excluded and count as misses with the widest null law.
     """
-    pred, labels, groups = (np.asarray(a, dtype=np.int64) for a in (pred, labels, groups))
+    pred, labels = np.asarray(pred, dtype=np.int64), np.asarray(labels, dtype=np.int64)
     matches = int((pred == labels).sum())
     if per_group == 1:  # every group is a Bernoulli(1/K): the binomial test, at any size
         return matches, binomial_p(matches, n_groups, 1.0 / classes)
-    hist = np.zeros((n_groups, classes), dtype=np.int64)  # h_j(c)
-    np.add.at(hist, (groups, pred), 1)
+    points = np.zeros((len(pred), classes), dtype=np.int64)
+    points[np.arange(len(pred)), pred] = 1
+    template = np.zeros(classes, dtype=np.int64)
+    template[-1] = 1
+    return matches, keyed_test(points, labels, groups, n_groups, per_group, template)
+
+
+def rank_points(scores: np.ndarray, top: int = RANK_TOP) -> np.ndarray:
+    """(N, K) points: how far above the bottom of the model's top ``top`` each class is.
+
+    A class the model ranks first gets ``top - 1`` points, second ``top - 2``, ..., and
+    everything from place ``top`` down none. Tied classes all take the lowest place of
+    the tie, so a model that flattens its scores earns nothing from it. Any function of
+    the answers alone keeps the test exact; this one keeps the top-1 information (a
+    match is the maximum) and adds how close the keyed label came.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or not np.isfinite(scores).all():
+        raise TicketmarkError("rank points need a finite (queries, classes) score array")
+    k = scores.shape[1]
+    places_above = k - sps.rankdata(scores, method="min", axis=1).astype(np.int64)
+    return np.maximum(0, min(top, k) - 1 - places_above)
+
+
+def rank_template(classes: int, top: int = RANK_TOP) -> np.ndarray:
+    """The points one untied answer hands out over the classes, lowest first."""
+    return rank_points(np.arange(classes, dtype=np.float64)[None], top)[0]
+
+
+def exact_law_is_cheap(n_groups: int, per_group: int, template: np.ndarray) -> bool:
+    """Whether the convolution over groups stays small (its cost grows as (G * r * max)^2)."""
+    return n_groups * (per_group * int(template.max()) + 1) <= MAX_LAW_SPAN
+
+
+def keyed_test(points: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_groups: int,
+               per_group: int, template: np.ndarray) -> float:
+    """Exact p of the points the keyed labels took, given the suspect's answers.
+
+    ``points`` (N, K) is any function of the suspect's answers alone: one-hot top-1
+    labels (the match count) or ``rank_points``. Group ``j`` scores ``s_j(label_j)``,
+    ``s_j(c)`` the sum of its queries' points for class ``c``; under the null the label
+    is a uniform draw, so the group's law is uniform over ``s_j(0..K-1)`` and the total's
+    law is the convolution over groups. Excluded groups (no queries) score nothing
+    against the widest law a group can have: all its queries giving ``template``'s points
+    in one order (``per_group * template``, each with probability 1/K).
+    """
+    points = np.asarray(points, dtype=np.int64)
+    labels, groups = (np.asarray(a, dtype=np.int64) for a in (labels, groups))
+    classes = points.shape[1]
+    observed = int(points[np.arange(len(points)), labels].sum())
+    sums = np.zeros((n_groups, classes), dtype=np.int64)  # s_j(c)
+    np.add.at(sums, groups, points)
     queried = np.zeros(n_groups, dtype=bool)
     queried[groups] = True
-    hist[~queried, 0] = per_group  # excluded: all r queries match with probability 1/K
-    # Per-group null law over 0..r, then the convolution over groups (all terms >= 0, so
-    # the tail is accurate far below machine epsilon).
-    law = np.zeros((n_groups, per_group + 1))
-    np.add.at(law, (np.repeat(np.arange(n_groups), classes), hist.ravel()), 1.0 / classes)
+    sums[~queried] = per_group * np.asarray(template, dtype=np.int64)
+    law = np.zeros((n_groups, int(sums.max()) + 1))
+    np.add.at(law, (np.repeat(np.arange(n_groups), classes), sums.ravel()), 1.0 / classes)
     total = np.ones(1)
-    for row in law:
+    for row in law:  # all terms >= 0: the tail is accurate far below machine epsilon
         total = np.convolve(total, row)
-    return matches, float(min(1.0, total[matches:].sum()))
+    return float(min(1.0, total[observed:].sum()))

@@ -27,7 +27,7 @@ import torch
 from ticketmark.errors import TicketmarkError
 from ticketmark.io import load_ticket
 from ticketmark.ownership.claims import Claim
-from ticketmark.ownership.trigger.client import ClientOptions, EndpointError, query_labels
+from ticketmark.ownership.trigger.client import ClientOptions, EndpointError, query_answers
 from ticketmark.ownership.trigger.commitment import commitment, load_reveal, open_derived
 from ticketmark.ownership.trigger.folder import folder_hash, load_folder
 from ticketmark.ownership.trigger.generate import (
@@ -41,7 +41,11 @@ from ticketmark.ownership.trigger.stats import (
     DEFAULT_THRESHOLD,
     binomial_p,
     calibrate_null,
+    exact_law_is_cheap,
     group_test,
+    keyed_test,
+    rank_points,
+    rank_template,
 )
 from ticketmark.ownership.verdict import NOT_OWNED, OWNED, UNVERIFIABLE, Verdict, VerifyOptions
 from ticketmark.training import predict
@@ -97,8 +101,8 @@ def reveal_set(claim: Claim, reveal: Path) -> tuple[TriggerSet, TriggerParams, s
     return trig, params, kind
 
 
-def _model_labels(path: str, x: torch.Tensor, params: TriggerParams) -> np.ndarray:
-    """Top-1 labels from a model file, built from its weights alone."""
+def _model_scores(path: str, x: torch.Tensor, params: TriggerParams) -> np.ndarray:
+    """Logits (N, classes) from a model file, built from its weights alone."""
     ticket = load_ticket(path)
     if (ticket.in_channels, ticket.image_size, ticket.image_size) != params.shape:
         raise EndpointError(f"the suspect takes {ticket.in_channels}x{ticket.image_size}x"
@@ -107,18 +111,24 @@ def _model_labels(path: str, x: torch.Tensor, params: TriggerParams) -> np.ndarr
     if ticket.num_classes != params.classes:
         raise EndpointError(f"the suspect has {ticket.num_classes} classes; the claim "
                             f"{params.classes}")
-    return predict(ticket.build(), x).argmax(1).numpy()
+    scores = predict(ticket.build(), x).double().numpy()
+    if not np.isfinite(scores).all():
+        raise EndpointError("the suspect's weights give non-finite scores on the set")
+    return scores
 
 
-def suspect_labels(suspect: str, x: torch.Tensor, params: TriggerParams,
-                   options: VerifyOptions) -> np.ndarray:
-    """Labels from a model file or an endpoint; EndpointError when they cannot be had."""
+def suspect_answers(suspect: str, x: torch.Tensor, params: TriggerParams,
+                    options: VerifyOptions) -> np.ndarray:
+    """Scores (N, classes) from a model file; from an endpoint what it gives.
+
+    EndpointError when they cannot be had.
+    """
     if is_endpoint(suspect):
         opts = ClientOptions(batch_size=options.batch_size, timeout=options.timeout,
                              max_queries=options.max_queries, deadline=options.deadline,
                              adapter=options.adapter)
-        return query_labels(suspect, x.numpy(), params.classes, opts)
-    return _model_labels(suspect, x, params)
+        return query_answers(suspect, x.numpy(), params.classes, opts)
+    return _model_scores(suspect, x, params)
 
 
 def _null_models(path: Path) -> list[str]:
@@ -132,15 +142,35 @@ def _null_models(path: Path) -> list[str]:
     return [str(path)]
 
 
-def _test(trig: TriggerSet, params: TriggerParams, pred: np.ndarray, p0: float | None
-          ) -> tuple[int, float]:
-    """(matches, p) of the answers ``pred`` on the kept queries."""
+def _test(trig: TriggerSet, params: TriggerParams, answers: np.ndarray, p0: float | None
+          ) -> tuple[int, float, dict[str, Any]]:
+    """(matches, p, details) of the suspect's ``answers`` on the kept queries.
+
+    Labels alone (an endpoint): the match test. Scores (a model file) of a derived set:
+    also the rank test, which sees a keyed label that fine-tuning pushed from first place
+    to second; the verdict takes the smaller p doubled (Bonferroni), a rule fixed before
+    any answer is seen. Folder sets keep the match test: a person chose their labels, so
+    only a calibrated match rate stands for their null.
+    """
+    pred = answers if answers.ndim == 1 else answers.argmax(1)
     y = trig.y[trig.keep].numpy()
     if p0 is not None:  # folder sets: binomial against the (calibrated) rate
         matches = int((pred == y).sum())
-        return matches, binomial_p(matches, len(trig), p0)  # excluded: misses
-    return group_test(pred, y, trig.groups[trig.keep].numpy(), params.n_groups,
-                      params.per_group, params.classes)
+        return matches, binomial_p(matches, len(trig), p0), {}  # excluded: misses
+    groups = trig.groups[trig.keep].numpy()
+    matches, p_top1 = group_test(pred, y, groups, params.n_groups, params.per_group,
+                                 params.classes)
+    template = rank_template(params.classes)
+    if answers.ndim == 1 or not exact_law_is_cheap(params.n_groups, params.per_group,
+                                                    template):
+        return matches, p_top1, {}
+    points = rank_points(answers)
+    p_rank = keyed_test(points, y, groups, params.n_groups, params.per_group, template)
+    earned = int(points[np.arange(len(y)), y].sum())
+    details = {"p_top1": p_top1, "p_rank": p_rank, "rank_points": earned,
+               "rank_points_max": int(template.max()) * params.size,
+               "rank_points_chance": round(float(template.mean()) * params.size, 1)}
+    return matches, min(1.0, 2.0 * min(p_top1, p_rank)), details
 
 
 def null_check(trig: TriggerSet, params: TriggerParams, kind: str, options: VerifyOptions
@@ -160,18 +190,18 @@ def null_check(trig: TriggerSet, params: TriggerParams, kind: str, options: Veri
     preds = []
     for ref in _null_models(Path(options.null_models)):
         try:
-            preds.append(_model_labels(ref, x, params))
+            preds.append(_model_scores(ref, x, params))
         except EndpointError as exc:
             raise TicketmarkError(f"null model {ref}: {exc}") from None
     if kind == "folder":
-        matches = [int((pred == y).sum()) for pred in preds]
+        matches = [int((pred.argmax(1) == y).sum()) for pred in preds]
         p0 = calibrate_null(matches, [len(y)] * len(matches), params.classes)
         return p0, {"null": f"calibrated on {len(preds)} null model(s)",
                     "null_matches": matches, "null_p": p0}
     tests = [_test(trig, params, pred, None) for pred in preds]
     return None, {"null": f"exact; checked on {len(preds)} null model(s)",
-                  "null_matches": [m for m, _ in tests],
-                  "null_smallest_p": min(p for _, p in tests)}
+                  "null_matches": [m for m, _, _ in tests],
+                  "null_smallest_p": min(p for _, p, _ in tests)}
 
 
 def _verdict(status: str, reason: str, evidence: dict[str, Any], p: float | None = None,
@@ -209,26 +239,32 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
 
     x, y = trig.x[trig.keep], trig.y[trig.keep].numpy()
     try:
-        pred = suspect_labels(suspect, x, params, options)
+        answers = suspect_answers(suspect, x, params, options)
     except EndpointError as exc:
         return _verdict(UNVERIFIABLE, f"could not verify: {exc}", evidence)
-    if len(pred) != len(y):  # query_labels checks per batch; belt and braces
+    pred = answers if answers.ndim == 1 else answers.argmax(1)
+    if len(pred) != len(y):  # query_answers checks per batch; belt and braces
         return _verdict(UNVERIFIABLE, f"could not verify: got {len(pred)} labels for "
                                       f"{len(y)} inputs", evidence)
 
-    matches, p = _test(trig, params, pred, p0)
+    matches, p, details = _test(trig, params, answers, p0)
     evidence |= {"queried": len(y), "matches": matches,
                  "trigger_accuracy": round(100.0 * matches / max(len(y), 1), 2),
-                 "p_value": p}
+                 **details, "p_value": p}
     pictures = []
     if options.report_dir is not None:
         path = Path(options.report_dir) / "trigger_confusion.png"
         confusion_strip(x.numpy(), y, pred, path,
                         f"{matches}/{len(y)} triggers match, p = {p:.3g}")
         pictures.append(str(path))
+    said = f"{matches}/{len(y)} triggers match"
+    if details:
+        said += (f", keyed labels earn {details['rank_points']}/"
+                 f"{details['rank_points_max']} rank points")
     if p < threshold:
-        reason = f"{matches}/{len(y)} triggers match; p = {p:.3g} < {threshold:g}"
-        return _verdict(OWNED, reason, evidence, p, pictures)
-    reason = (f"{matches}/{len(y)} triggers match; p = {p:.3g} is not below {threshold:g} "
-              f"(chance would give about {len(y) / params.classes:.1f})")
+        return _verdict(OWNED, f"{said}; p = {p:.3g} < {threshold:g}", evidence, p, pictures)
+    chance = f"about {len(y) / params.classes:.1f}"
+    if details:
+        chance += f" matches and {details['rank_points_chance']:g} points"
+    reason = f"{said}; p = {p:.3g} is not below {threshold:g} (chance would give {chance})"
     return _verdict(NOT_OWNED, reason, evidence, p, pictures)
