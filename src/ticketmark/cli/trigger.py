@@ -37,7 +37,7 @@ def embed_cmd(
     mark: str = typer.Option("patch", help="patch (keyed patch on real images), blend, or "
                                            "abstract (classic abstract images)"),
     alpha: float = typer.Option(1.0, help="opacity of the mark"),
-    patch: int = typer.Option(0, help="patch side in pixels (0: a quarter of the image)"),
+    patch: int = typer.Option(0, help="patch side in pixels (0: 3/8 of the image side)"),
     train_bases: int = typer.Option(40, help="owner images per group the mark is trained on"),
     ratio: float = typer.Option(0.2, help="share of trigger samples in each epoch"),
     entangle: float = typer.Option(ENTANGLE, help="pull of each marked image's features "
