@@ -1,6 +1,6 @@
 """Choosing ewp paths: the vectorised walk against the strongest simple baseline and the paper.
 
-    python benchmarks/bench_lock.py [--paths 1000] [--repeats 5] [--models resnet20s,resnet18]
+    python benchmarks/bench_lock.py [--paths 1000] [--repeats 10] [--models resnet20s,resnet18]
 
 Three implementations choose ``--paths`` edge-weighted paths on the same sparse weights
 (random init, 80% global magnitude pruning), each starting from the weights and mask, so
@@ -238,7 +238,7 @@ def bench(name: str, paths: int, repeats: int, paper_paths: int) -> dict[str, fl
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--paths", type=int, default=1000)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--paper-paths", type=int, default=None,
                     help="run the paper's algorithm on this many paths and scale its time "
                          "to --paths (its cost is linear in paths); default: all")

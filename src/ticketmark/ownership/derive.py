@@ -160,9 +160,10 @@ def _standardised(rows: np.ndarray) -> np.ndarray:
     return c / (np.linalg.norm(c, axis=1, keepdims=True) + 1e-12)
 
 
-def _match(suspect_rows: np.ndarray, reference_rows: np.ndarray) -> np.ndarray:
-    """perm with suspect[perm[j]] ~ reference[j], maximising summed row correlation."""
-    return extract.assignment(-(_standardised(reference_rows) @ _standardised(suspect_rows).T))
+def _match(suspect_rows: np.ndarray, reference_std: np.ndarray) -> np.ndarray:
+    """perm with suspect[perm[j]] ~ reference[j], maximising summed row correlation
+    (``reference_std``: the reference rows already ``_standardised``)."""
+    return extract.assignment(-(reference_std @ _standardised(suspect_rows).T))
 
 
 def align_channels(suspect_norms: np.ndarray, reference_norms: np.ndarray,
@@ -179,14 +180,24 @@ def align_channels(suspect_norms: np.ndarray, reference_norms: np.ndarray,
     s, r = _balanced(suspect_norms), _balanced(reference_norms)
     o, i = s.shape
     start = align(torch.from_numpy(s), torch.from_numpy(r))
+    # The reference's standardised rows and columns never change: computed once, not in
+    # every matching (a verify with a reference runs this for every layer, twice).
+    r_rows, r_cols = _standardised(r), _standardised(r.T)
     best: tuple[float, tuple[np.ndarray, np.ndarray]] | None = None
     for po, pi in [(np.arange(o), np.arange(i)), start]:
         refined = (po, pi)
         for _ in range(rounds):
-            pi_new = _match(s[refined[0]].T, r.T)
-            refined = (_match(s[:, pi_new], r), pi_new)
+            pi_new = _match(s[refined[0]].T, r_cols)
+            po_new = _match(s[:, pi_new], r_rows)
+            # A round is a deterministic function of the output permutation it starts
+            # from: once it returns that permutation, every later round returns the same
+            # pair, so stopping here gives exactly what the remaining rounds would.
+            done = np.array_equal(po_new, refined[0])
+            refined = (po_new, pi_new)
+            if done:
+                break
         for cand in ((po, pi), refined):
-            score = float(np.sum(_standardised(s[cand[0]][:, cand[1]]) * _standardised(r)))
+            score = float(np.sum(_standardised(s[cand[0]][:, cand[1]]) * r_rows))
             if best is None or score > best[0] + 1e-9:
                 best = (score, cand)
     assert best is not None

@@ -15,9 +15,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 from ticketmark.io.atomic import atomic_write_bytes  # noqa: E402
 
 
-def save_figure(fig: Any, path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path, tight: bool = True) -> Path:
+    """Write ``fig`` as PNG and close it.
+
+    ``tight`` crops the saved picture to what is drawn; it costs a second full draw (text
+    layout, image resampling) to find that box. A figure that places every artist itself
+    (the trigger strip) passes ``tight=False`` and is saved at its own size.
+    """
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight" if tight else None)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)

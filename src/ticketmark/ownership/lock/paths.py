@@ -189,8 +189,13 @@ def kernel_views(plan: Plan, mask: Mask, weights: dict[str, torch.Tensor]) -> di
 
     Each magnitude is stored *transposed*, ``(in, out)`` contiguous, and exposed as its
     ``(out, in)`` view: the walk needs each input channel's row of outgoing kernels laid end
-    to end, and writing the small per-chunk results transposed while they are in cache costs
-    far less than a transposed copy of the whole layer later.
+    to end. Chunks of whole output rows, about ``_CHUNK`` weights, keep the ``|w| * mask``
+    temporary in cache; their sums go straight into an ``(out, in)`` array (``out=``),
+    transposed once per layer (0.3 ms for 512 x 512), which is cheaper than writing each
+    chunk's small result transposed. The chunks come from one ``split`` per tensor rather
+    than slicing in the loop: ResNet-18 has about 180 of them, and the per-chunk Python and
+    dispatch overhead was a fifth of this function's time (19.2 -> 16.9 ms on ResNet-18,
+    best of 40 interleaved calls; bit-identical magnitudes).
     """
     views = {}
     # One scratch buffer for every layer: a fresh one per layer is mmap'ed and faulted in.
@@ -199,22 +204,22 @@ def kernel_views(plan: Plan, mask: Mask, weights: dict[str, torch.Tensor]) -> di
     for step in plan.steps:
         m = mask[step.name]
         out, cin, per = plan.out_channels(step), plan.in_channels(step), plan.group[step.name]
-        w = weights[step.name].detach().to("cpu", torch.float32).reshape(out, -1)
+        w = weights[step.name].detach().to("cpu", torch.float32).reshape(-1, per)
         mm = m.reshape(out, -1)
         # ``mul_`` by a bool tensor goes through a slow type-promoting kernel; the same
         # bytes seen as uint8 (0 or 1) multiply about three times faster, bit-identically.
-        mu = mm.view(torch.uint8) if mm.dtype == torch.bool else mm
+        mu = (m.view(torch.uint8) if m.dtype == torch.bool else m).reshape(-1, per)
+        magnitude = torch.empty(out, cin)
+        kernels = _chunk_rows(m) * cin  # kernels per chunk: whole output rows
+        full = scratch[: kernels * per].view(kernels, per)
         ones = torch.ones(per)
-        transposed = torch.empty(cin, out)
-        # Chunks of output rows keep the |w| temporary small and in cache; a matrix-vector
-        # product sums each kernel several times faster than ``sum(-1)``.
-        rows = _chunk_rows(m)
-        for lo in range(0, out, rows):
-            hi = min(out, lo + rows)
-            buf = scratch[: (hi - lo) * w.shape[1]].view(hi - lo, w.shape[1])
-            part = torch.abs(w[lo:hi], out=buf).mul_(mu[lo:hi])
-            transposed[:, lo:hi] = torch.mv(part.view(-1, per), ones).view(-1, cin).t()
-        views[step.name] = KernelView(transposed.t(), mm)
+        chunks = (zip(w.split(kernels), mu.split(kernels), magnitude.view(-1).split(kernels),
+                      strict=True) if out * cin > kernels else [(w, mu, magnitude.view(-1))])
+        for wc, mc, oc in chunks:
+            buf = full if wc.shape[0] == kernels else full[: wc.shape[0]]
+            # A matrix-vector product sums each kernel several times faster than sum(-1).
+            torch.mv(torch.abs(wc, out=buf).mul_(mc), ones, out=oc)
+        views[step.name] = KernelView(magnitude.t().contiguous().t(), mm)
     return views
 
 

@@ -122,7 +122,11 @@ def align(suspect_norms: torch.Tensor, reference_norms: torch.Tensor,
     perm_in = _match(-np.sort(-s, axis=0).T, -np.sort(-r, axis=0).T)
     for _ in range(rounds):
         perm_in = _match(s[perm_out].T, r.T)
-        perm_out = _match(s[:, perm_in], r)
+        previous, perm_out = perm_out, _match(s[:, perm_in], r)
+        # A round depends only on the ``perm_out`` it starts from: one that returns it
+        # unchanged is a fixed point, and the remaining rounds would return the same pair.
+        if np.array_equal(perm_out, previous):
+            break
     return perm_out, perm_in
 
 

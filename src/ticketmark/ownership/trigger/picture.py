@@ -12,6 +12,7 @@ ticks and spines), which made this picture half of the demo's CPU time.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +69,15 @@ def confusion_strip(x: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
     ok = labels == predicted
     canvas, ch, cw, th = _mosaic(np.asarray(x), ok, per_row, rows)
     scale = 2.3 / 110  # inches per mosaic pixel: cells of ~100 px, 10 pt labels readable
-    fig, ax = plt.subplots(figsize=(max(canvas.shape[1] * scale, 4.5),
-                                    canvas.shape[0] * scale + 1.6))
+    # The picture is saved at its own size (no tight crop), so everything must fit in it:
+    # at least 8 in wide for the one-row legend (about 7 in at 9 pt), and a bottom margin
+    # that holds the explanation's lines with the legend above them.
+    width = max(canvas.shape[1] * scale, 8.0)
+    explanation = _wrapped(LEGEND, width, 9)
+    text_h = (explanation.count("\n") + 1) * 9 * 1.3 / 72  # inches, 1.3 line spacing
+    bottom = text_h + 0.55  # legend row above the text
+    height = canvas.shape[0] * scale + 0.5 + bottom
+    fig, ax = plt.subplots(figsize=(width, height))
     ax.imshow(canvas, interpolation="nearest")
     ax.axis("off")
     for i in range(n):
@@ -82,9 +90,21 @@ def confusion_strip(x: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
                         Patch(facecolor="white", edgecolor="grey",
                               label="a→b: trigger label a, suspect's answer b")],
                loc="lower center", ncol=3, fontsize=9, frameon=False,
-               bbox_to_anchor=(0.5, 0.45 / fig.get_figheight()))
-    fig.text(0.5, 0.005, LEGEND, ha="center", va="bottom", fontsize=9, wrap=True)
+               bbox_to_anchor=(0.5, (text_h + 0.05) / height))
+    fig.text(0.5, 0.03 / height, explanation, ha="center", va="bottom", fontsize=9,
+             linespacing=1.3)
     fig.suptitle(title, fontsize=12)
-    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.5 / fig.get_figheight(),
-                        bottom=1.1 / fig.get_figheight())
-    return save_figure(fig, path)
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.5 / height, bottom=bottom / height)
+    # Every artist is placed above: no tight crop, which would draw the figure twice.
+    return save_figure(fig, path, tight=False)
+
+
+def _wrapped(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``fontsize`` points.
+
+    Matplotlib's ``wrap=True`` measures the text word by word at draw time (about a fifth
+    of this picture's rendering); a line of at most width / (0.6 em) characters fits, as
+    DejaVu Sans averages about 0.55 em per character of prose.
+    """
+    chars = max(20, int(width_in * 72 / (0.6 * fontsize)))
+    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
