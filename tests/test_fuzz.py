@@ -35,7 +35,7 @@ from ticketmark.ownership.keys import keygen, load_private_key
 from ticketmark.ownership.trigger.client import (
     ClientOptions,
     EndpointError,
-    _labels_of,
+    _answers_of,
     query_answers,
 )
 
@@ -298,18 +298,36 @@ def test_fuzz_key_files(lock_files, data, which):
 # -- endpoint answers -------------------------------------------------------------------------
 
 @settings(max_examples=EXAMPLES * 10, deadline=None, database=None)
-@given(labels=VALUES, raw=st.none() | RAW_TEXT | st.binary(max_size=64))
-def test_fuzz_endpoint_json(labels, raw):
+@given(labels=VALUES, top_k=st.none() | VALUES,
+       raw=st.none() | RAW_TEXT | st.binary(max_size=64))
+def test_fuzz_endpoint_json(labels, top_k, raw):
+    """Labels (3,) in range, or finite scores (3, 10), or EndpointError: nothing else."""
     body = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     if body is None:
-        body = json.dumps({"labels": labels}).replace(json.dumps(DIGITS), "9" * 5000) \
+        obj = {"labels": labels} if top_k is None else {"labels": labels, "top_k": top_k}
+        body = json.dumps(obj).replace(json.dumps(DIGITS), "9" * 5000) \
             .replace(json.dumps(DEEP), "[" * 50_000 + "]" * 50_000).encode()
     try:
-        out = _labels_of(body, 3, 10)
+        out = _answers_of(body, 3, 10)
     except EndpointError:
+        return
+    if out.ndim == 2:
+        assert out.dtype == np.float64 and out.shape == (3, 10) and np.isfinite(out).all()
         return
     assert out.dtype == np.int64 and out.shape == (3,)
     assert int(out.min()) >= 0 and int(out.max()) < 10
+
+
+def test_top_k_answers_become_scores_and_are_checked():
+    probs = [[[c, 0.9 if c == 7 else 0.01] for c in range(10)] for _ in range(3)]
+    good = {"labels": [7, 7, 7], "top_k": probs}
+    out = _answers_of(json.dumps(good).encode(), 3, 10)
+    assert out.shape == (3, 10) and out.argmax(1).tolist() == [7, 7, 7]
+    for bad, needle in ((dict(good, labels=[1, 7, 7]), "disagree"),
+                        (dict(good, top_k=probs[:2]), "lists of 10"),
+                        (dict(good, top_k=[r[:9] + [r[0]] for r in probs]), "every class once")):
+        with pytest.raises(EndpointError, match=needle):
+            _answers_of(json.dumps(bad).encode(), 3, 10)
 
 
 RESPONSES = st.one_of(

@@ -93,6 +93,9 @@ def test_verify_through_real_server(conv_ticket, tmp_path):
     assert v.status == OWNED and v.evidence["matches"] >= 95 and v.p_value < 1e-60
     direct = verify_claim(str(m.ticket), m.claim, VerifyOptions(reveal=m.seed_file))
     assert direct.evidence["matches"] == v.evidence["matches"]
+    # The server's probabilities (asked as every class's top_k) give the rank test too;
+    # rounded to 6 decimals they tie at the bottom, and ties never earn points.
+    assert 0 < v.evidence["rank_points"] <= direct.evidence["rank_points"]
 
 
 def test_cli_serve_and_verify(conv_ticket):

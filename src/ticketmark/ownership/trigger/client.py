@@ -196,7 +196,8 @@ def _post_with_retries(endpoint: Endpoint, payload: bytes, opts: ClientOptions,
     raise EndpointError("endpoint unreachable")  # not reached: the loop returns or raises
 
 
-def _labels_of(body: bytes, expected: int, classes: int) -> np.ndarray:
+def _answers_of(body: bytes, expected: int, classes: int) -> np.ndarray:
+    """Labels (N,), or scores (N, classes) when the answer carries every class's ``top_k``."""
     try:
         obj = json.loads(body)
     except RecursionError:
@@ -214,15 +215,45 @@ def _labels_of(body: bytes, expected: int, classes: int) -> np.ndarray:
         raise EndpointError("endpoint 'labels' are not all integers")
     if not all(0 <= v < classes for v in labels):  # before NumPy: 10**30 fits no int64
         raise EndpointError(f"endpoint returned a label outside 0..{classes - 1}")
-    return np.asarray(labels, dtype=np.int64)
+    out = np.asarray(labels, dtype=np.int64)
+    if "top_k" not in obj:  # a server that gives labels only: the match test alone
+        return out
+    scores = _top_k_scores(obj["top_k"], expected, classes)
+    if (scores[np.arange(expected), out] < scores.max(1)).any():
+        raise EndpointError("endpoint 'labels' disagree with its own 'top_k' scores")
+    return scores
+
+
+def _top_k_scores(rows: object, expected: int, classes: int) -> np.ndarray:
+    """Every class's probability from ``top_k``: one [label, prob] pair per class per row."""
+    bad = EndpointError(f"endpoint 'top_k' is not {expected} lists of {classes} "
+                        "[label, probability] pairs")
+    if not isinstance(rows, list) or len(rows) != expected:
+        raise bad
+    pairs = [p for row in rows if isinstance(row, list) and len(row) == classes for p in row]
+    if len(pairs) != expected * classes or not all(
+            isinstance(p, list) and len(p) == 2 and isinstance(p[0], int)
+            and not isinstance(p[0], bool) and 0 <= p[0] < classes
+            and isinstance(p[1], int | float) and not isinstance(p[1], bool) for p in pairs):
+        raise bad
+    idx = np.asarray([p[0] for p in pairs], dtype=np.int64).reshape(expected, classes)
+    val = np.asarray([float(p[1]) for p in pairs], dtype=np.float64).reshape(expected, classes)
+    if not np.isfinite(val).all():
+        raise EndpointError("endpoint 'top_k' holds NaN or infinity")
+    if (np.sort(idx, axis=1) != np.arange(classes)).any():
+        raise EndpointError("endpoint 'top_k' does not name every class once per input")
+    scores = np.empty_like(val)
+    np.put_along_axis(scores, idx, val, axis=1)
+    return scores
 
 
 def query_answers(suspect: str, x: np.ndarray, classes: int, opts: ClientOptions
                   ) -> np.ndarray:
     """The endpoint's answers for ``x`` (N, C, H, W), in batches.
 
-    Top-1 labels (N,) from ticketmark's own protocol; from a KServe v2 endpoint, scores
-    (N, classes) where it returns them, else labels.
+    Scores (N, classes) where the endpoint gives them (ticketmark's ``/predict`` asked
+    for every class's ``top_k``; a KServe v2 score output), else top-1 labels (N,). Every
+    batch must answer in the same form.
     """
     if opts.batch_size < 1:
         raise EndpointError(f"batch size must be >= 1, got {opts.batch_size}")
@@ -245,15 +276,17 @@ def query_answers(suspect: str, x: np.ndarray, classes: int, opts: ClientOptions
     if opts.adapter is not None:
         x = adapter.apply(x)
     deadline = _Deadline(opts.deadline)
-    labels = []
+    answers = []
     for start in range(0, len(x), opts.batch_size):  # bounded: len(x) <= max_queries
         batch = x[start : start + opts.batch_size]
-        payload = json.dumps({"npy": encode_npy(batch)}).encode()
+        payload = json.dumps({"npy": encode_npy(batch), "top_k": classes}).encode()
         try:
             body = _post_with_retries(endpoint, payload, opts, deadline)
         except _DeadlinePassed:
             raise EndpointError(f"the endpoint did not finish answering within the deadline "
                                 f"of {opts.deadline:g} s ({start} of {len(x)} inputs "
                                 "answered)") from None
-        labels.append(_labels_of(body, len(batch), classes))
-    return np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
+        answers.append(_answers_of(body, len(batch), classes))
+    if len({a.ndim for a in answers}) > 1:
+        raise EndpointError("endpoint answered scores for some batches and labels for others")
+    return np.concatenate(answers) if answers else np.zeros(0, dtype=np.int64)
