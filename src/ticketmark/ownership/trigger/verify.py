@@ -52,7 +52,8 @@ from ticketmark.training import predict
 
 SCHEME = "trigger"
 DETAIL_KEYS = frozenset({"threshold", "slots", "excluded", "null", "groups", "per_group",
-                         "mark", "reference", "reveal_valid"})
+                         "mark", "reference", "reveal_valid", "rank_points_max",
+                         "rank_points_chance"})
 
 
 def is_endpoint(suspect: str) -> bool:
