@@ -80,3 +80,22 @@ def test_unmarked_model_earns_chance_points(conv_ticket, tmp_path):
     v = verify_claim(str(conv_ticket), m.claim, VerifyOptions(reveal=m.seed_file))
     assert v.status == NOT_OWNED and v.evidence["p_rank"] > 1e-3
     assert "points" in v.reason
+
+
+def test_excluding_the_worst_groups_after_the_fact_does_not_help_a_forger():
+    """A forger who sees an unmarked model's answers and excludes the groups that scored
+    least still gets no small p more often than the level allows."""
+    rng = np.random.default_rng(3)
+    ps = []
+    for _ in range(1000):
+        # Answers alike within a group (the same mark), as a real model's would be.
+        scores = np.repeat(rng.normal(size=(20, 10)), 5, 0) + 0.3 * rng.normal(size=(100, 10))
+        labels = np.repeat(rng.integers(0, 10, 20), 5)
+        points = rank_points(scores)
+        earned = np.bincount(GROUPS, weights=points[np.arange(100), labels], minlength=20)
+        keep = np.isin(GROUPS, np.argsort(earned)[2:])  # the two worst groups excluded
+        ps.append(keyed_test(points[keep], labels[keep], GROUPS[keep], 20, 5,
+                             rank_template(10)))
+    ps = np.array(ps)
+    for level in (0.05, 0.2):
+        assert (ps <= level).mean() <= level + 3 * np.sqrt(level * (1 - level) / len(ps))
