@@ -99,3 +99,21 @@ def test_excluding_the_worst_groups_after_the_fact_does_not_help_a_forger():
     ps = np.array(ps)
     for level in (0.05, 0.2):
         assert (ps <= level).mean() <= level + 3 * np.sqrt(level * (1 - level) / len(ps))
+
+
+def test_weights_that_overflow_on_the_set_could_not_verify(conv_ticket, tmp_path):
+    """Scores that are not numbers rank nothing: COULD NOT VERIFY, as the server's 500."""
+    import torch
+
+    from ticketmark.io import load_ticket, save_ticket
+    from ticketmark.ownership.verdict import UNVERIFIABLE
+
+    m = marked_conv(conv_ticket)
+    t = load_ticket(m.ticket)
+    model = t.build()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1e30)
+    path = save_ticket(tmp_path / "overflow.safetensors", t.with_model(model))
+    v = verify_claim(str(path), m.claim, VerifyOptions(reveal=m.seed_file))
+    assert v.status == UNVERIFIABLE and "non-finite scores" in v.reason, v.reason
