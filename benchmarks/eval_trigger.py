@@ -45,22 +45,45 @@ from ticketmark.models import build_model
 from ticketmark.ownership.claims import Claim, make_claim, save_claim
 from ticketmark.ownership.keys import keygen, load_private_key
 from ticketmark.ownership.trigger.commitment import save_reveal
-from ticketmark.ownership.trigger.embed import EmbedConfig, embed, load_ticket_data
+from ticketmark.ownership.trigger.embed import (
+    EmbedConfig,
+    default_patch,
+    embed,
+    load_ticket_data,
+)
 from ticketmark.ownership.trigger.verify import verify_claim
 from ticketmark.ownership.verdict import VerifyOptions
 from ticketmark.sparsity import Mask, prunable_names
 from ticketmark.training import TrainConfig, evaluate, predict, seed_everything, train
 
 
+def random_patches(x: torch.Tensor, side: int, share: float, lo: float, hi: float,
+                   gen: torch.Generator) -> torch.Tensor:
+    """``x`` with a random black-and-white ``side``-pixel patch at a random place on about
+    ``share`` of the images: an informed thief who has read that marks are such patches
+    and trains the model to ignore them (labels stay the images' own)."""
+    n, c, h, w = x.shape
+    pick = torch.rand(n, generator=gen) < share
+    top = torch.randint(0, h - side + 1, (n, 1), generator=gen)
+    left = torch.randint(0, w - side + 1, (n, 1), generator=gen)
+    rows = (torch.arange(h) >= top) & (torch.arange(h) < top + side)
+    cols = (torch.arange(w) >= left) & (torch.arange(w) < left + side)
+    inside = (rows[:, :, None] & cols[:, None, :] & pick[:, None, None])[:, None]
+    pattern = torch.where(torch.rand(n, c, h, w, generator=gen) < 0.5, lo, hi)
+    return torch.where(inside, pattern, x)
+
+
 def thief_training(model: nn.Module, data: DataSplits, *, optimizer: str, lr: float,
                    epochs: list[int], targets: torch.Tensor | None = None,
-                   temperature: float = 4.0, fresh: bool = False, batch_size: int = 128
-                   ) -> Iterator[tuple[int, nn.Module]]:
+                   temperature: float = 4.0, fresh: bool = False, batch_size: int = 128,
+                   patch_side: int = 0) -> Iterator[tuple[int, nn.Module]]:
     """Dense training on the thief's half; yields a copy after each epoch in ``epochs``.
 
     ``targets``: the suspect's logits on the thief's images (soft-label distillation,
     KL at ``temperature``) or its top-1 labels (hard-label distillation); None: the
     thief's own labels (fine-tuning). ``fresh`` re-initialises the student first.
+    ``patch_side``: paste random patches of that side on half the images
+    (``random_patches``).
     """
     m = copy.deepcopy(model).train()
     if fresh:
@@ -73,10 +96,14 @@ def thief_training(model: nn.Module, data: DataSplits, *, optimizer: str, lr: fl
     else:
         opt = torch.optim.SGD(m.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(0)
+    lo, hi = float(data.train.x.min()), float(data.train.x.max())
     for epoch in range(1, max(epochs, default=0) + 1):
         m.train()
         for idx in torch.randperm(len(thief), generator=gen).split(batch_size):
-            out = m(thief.x[idx])
+            x = thief.x[idx]
+            if patch_side:
+                x = random_patches(x, patch_side, 0.5, lo, hi, gen)
+            out = m(x)
             if targets is None:
                 loss = F.cross_entropy(out, thief.y[idx])
             elif targets.dtype == torch.long:
@@ -94,7 +121,7 @@ def thief_training(model: nn.Module, data: DataSplits, *, optimizer: str, lr: fl
 
 def attacks(marked: nn.Module, data: DataSplits, groups: set[str]
             ) -> Iterator[tuple[str, nn.Module]]:
-    """The thief's attacks, by group: none, prune, int8, adam, sgd, distill."""
+    """The thief's attacks, by group: none, prune, int8, adam, sgd, informed, distill."""
     yield "none", marked
     if "prune" in groups:
         yield "prune +30%", prune(marked, 0.3)
@@ -115,6 +142,12 @@ def attacks(marked: nn.Module, data: DataSplits, groups: set[str]
             yield f"dense SGD 0.01, {ep} ep", m
         assert sgd5 is not None
         yield "SGD 5 ep + int8", quantize(sgd5, scheme="int8")
+    if "informed" in groups:  # the thief knows marks are patches: train them away
+        side = default_patch(data.image_size)
+        for opt, lr, last in (("adam", 1e-3, 3), ("sgd", 0.01, 5)):
+            for ep, m in thief_training(marked, data, optimizer=opt, lr=lr, epochs=[last],
+                                        patch_side=side):
+                yield f"{opt} {ep} ep + random patches", m
     if "distill" in groups:
         thief_x = thief_splits(data, 0.5).train.x
         soft = predict(marked, thief_x)
@@ -182,7 +215,7 @@ def main() -> None:
     ap.add_argument("--nonce", default=None, help="claim nonce (default: a fresh one)")
     ap.add_argument("--unmarked", type=int, default=0, help="independent unmarked models")
     ap.add_argument("--unmarked-cache", type=Path, help="keep/reuse unmarked models here")
-    ap.add_argument("--attacks", default="prune,int8,adam,sgd,distill,plain",
+    ap.add_argument("--attacks", default="prune,int8,adam,sgd,informed,distill,plain",
                     help="attack groups to run (comma-separated; empty: none)")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
