@@ -287,6 +287,11 @@ def query_answers(suspect: str, x: np.ndarray, classes: int, opts: ClientOptions
                                 f"of {opts.deadline:g} s ({start} of {len(x)} inputs "
                                 "answered)") from None
         answers.append(_answers_of(body, len(batch), classes))
+    return join_answers(answers, "endpoint")
+
+
+def join_answers(answers: list[np.ndarray], who: str) -> np.ndarray:
+    """The batches' answers as one array; a server that switches form midway is refused."""
     if len({a.ndim for a in answers}) > 1:
-        raise EndpointError("endpoint answered scores for some batches and labels for others")
+        raise EndpointError(f"{who} answered scores for some batches and labels for others")
     return np.concatenate(answers) if answers else np.zeros(0, dtype=np.int64)

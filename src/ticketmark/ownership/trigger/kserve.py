@@ -35,6 +35,7 @@ def query_answers_v2(url: str, x: np.ndarray, classes: int, opts: ClientOptions,
         EndpointError,
         _Deadline,
         _post_with_retries,
+        join_answers,
         parse_endpoint,
     )
 
@@ -60,7 +61,4 @@ def query_answers_v2(url: str, x: np.ndarray, classes: int, opts: ClientOptions,
                                                      adapter.output or None))
         except ValueError as exc:
             raise EndpointError(f"endpoint (KServe v2) {exc}") from None
-    if len({a.ndim for a in answers}) > 1:
-        raise EndpointError("endpoint (KServe v2) answered scores for some batches and "
-                            "labels for others")
-    return np.concatenate(answers) if answers else np.zeros(0, dtype=np.int64)
+    return join_answers(answers, "endpoint (KServe v2)")

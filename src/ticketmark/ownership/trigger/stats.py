@@ -66,7 +66,7 @@ def group_test(pred: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_group
     points[np.arange(len(pred)), pred] = 1
     template = np.zeros(classes, dtype=np.int64)
     template[-1] = 1
-    return matches, keyed_test(points, labels, groups, n_groups, per_group, template)
+    return matches, keyed_test(points, labels, groups, n_groups, per_group, template)[1]
 
 
 def rank_points(scores: np.ndarray, top: int = RANK_TOP) -> np.ndarray:
@@ -97,8 +97,8 @@ def exact_law_is_cheap(n_groups: int, per_group: int, template: np.ndarray) -> b
 
 
 def keyed_test(points: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_groups: int,
-               per_group: int, template: np.ndarray) -> float:
-    """Exact p of the points the keyed labels took, given the suspect's answers.
+               per_group: int, template: np.ndarray) -> tuple[int, float]:
+    """(points the keyed labels took, their exact p), given the suspect's answers.
 
     ``points`` (N, K) is any function of the suspect's answers alone: one-hot top-1
     labels (the match count) or ``rank_points``. Group ``j`` scores ``s_j(label_j)``,
@@ -122,4 +122,4 @@ def keyed_test(points: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_gro
     total = np.ones(1)
     for row in law:  # all terms >= 0: the tail is accurate far below machine epsilon
         total = np.convolve(total, row)
-    return float(min(1.0, total[observed:].sum()))
+    return observed, float(min(1.0, total[observed:].sum()))

@@ -132,6 +132,11 @@ def suspect_answers(suspect: str, x: torch.Tensor, params: TriggerParams,
     return _model_scores(suspect, x, params)
 
 
+def top1(answers: np.ndarray) -> np.ndarray:
+    """Top-1 labels of the answers: labels as given, or the argmax of scores."""
+    return answers if answers.ndim == 1 else answers.argmax(1)
+
+
 def _null_models(path: Path) -> list[str]:
     if path.is_dir():
         found = sorted(str(p) for p in path.glob("*.safetensors"))
@@ -153,7 +158,7 @@ def _test(trig: TriggerSet, params: TriggerParams, answers: np.ndarray, p0: floa
     any answer is seen. Folder sets keep the match test: a person chose their labels, so
     only a calibrated match rate stands for their null.
     """
-    pred = answers if answers.ndim == 1 else answers.argmax(1)
+    pred = top1(answers)
     y = trig.y[trig.keep].numpy()
     if p0 is not None:  # folder sets: binomial against the (calibrated) rate
         matches = int((pred == y).sum())
@@ -166,8 +171,8 @@ def _test(trig: TriggerSet, params: TriggerParams, answers: np.ndarray, p0: floa
                                                     template):
         return matches, p_top1, {}
     points = rank_points(answers)
-    p_rank = keyed_test(points, y, groups, params.n_groups, params.per_group, template)
-    earned = int(points[np.arange(len(y)), y].sum())
+    earned, p_rank = keyed_test(points, y, groups, params.n_groups, params.per_group,
+                                template)
     details = {"p_top1": p_top1, "p_rank": p_rank, "rank_points": earned,
                "rank_points_max": int(template.max()) * params.size,
                "rank_points_chance": round(float(template.mean()) * params.size, 1)}
@@ -195,7 +200,7 @@ def null_check(trig: TriggerSet, params: TriggerParams, kind: str, options: Veri
         except EndpointError as exc:
             raise TicketmarkError(f"null model {ref}: {exc}") from None
     if kind == "folder":
-        matches = [int((pred.argmax(1) == y).sum()) for pred in preds]
+        matches = [int((top1(pred) == y).sum()) for pred in preds]
         p0 = calibrate_null(matches, [len(y)] * len(matches), params.classes)
         return p0, {"null": f"calibrated on {len(preds)} null model(s)",
                     "null_matches": matches, "null_p": p0}
@@ -243,7 +248,7 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
         answers = suspect_answers(suspect, x, params, options)
     except EndpointError as exc:
         return _verdict(UNVERIFIABLE, f"could not verify: {exc}", evidence)
-    pred = answers if answers.ndim == 1 else answers.argmax(1)
+    pred = top1(answers)
     if len(pred) != len(y):  # query_answers checks per batch; belt and braces
         return _verdict(UNVERIFIABLE, f"could not verify: got {len(pred)} labels for "
                                       f"{len(y)} inputs", evidence)
