@@ -76,7 +76,9 @@ def test_unrelated_models_are_not_derived(owner):
 
 
 def test_excluding_a_block_removes_it_from_the_evidence(owner):
-    name = next(k for k, v in owner.state.items() if v.dim() == 4 and v.shape[0] >= 32)
+    # A 3x3 conv: its units are kernels, so an 8 x 8 block is 64 of them.
+    name = next(k for k, v in owner.state.items()
+                if v.dim() == 4 and v.shape[0] >= 32 and v.shape[-1] == 3)
     block = np.zeros(tuple(owner.state[name].shape[:2]), dtype=bool)
     block[:8, :8] = True
     d = derive(owner.state, owner, exclude={name: block})

@@ -257,12 +257,17 @@ def load_ticket(path: str | Path) -> Ticket:
     def group(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
-    rewind = group("rewind.") or None
-    ticket = Ticket(model, dataset, *dims, state=group("state."), mask=Mask(group("mask.")),
+    # safetensors hands keys back in a different order in every process (a hash map);
+    # restore the model's forward order, which the lock, derive and tests walk.
+    def ordered(prefix: str) -> dict[str, torch.Tensor]:
+        found = group(prefix)
+        return {n: found[n] for n in skeleton.state_dict() if n in found}
+
+    rewind = ordered("rewind.") or None
+    ticket = Ticket(model, dataset, *dims, state=ordered("state."), mask=Mask(group("mask.")),
                     rewind=rewind, meta={k: v for k, v in meta.items()
                                          if k not in {"model", "dataset", "in_channels",
                                                       "num_classes", "image_size"}})
-    # safetensors sorts keys; restore the model's forward order, which the lock walks.
     order = [n for n, _ in skeleton.named_parameters() if n in ticket.mask]
     ticket.mask = Mask({n: ticket.mask[n] for n in order})
     ticket.build()  # the real module: loads the (already checked) weights

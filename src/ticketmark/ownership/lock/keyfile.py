@@ -84,7 +84,7 @@ class LockKey:
     @classmethod
     def from_bytes(cls, data: bytes, source: str) -> LockKey:
         try:
-            tensors = load(data)
+            tensors = dict(sorted(load(data).items()))  # load's order differs per process
             n = int.from_bytes(data[:8], "little")  # safetensors: u64 header size, JSON
             meta = json.loads(data[8 : 8 + n])["__metadata__"]
             header = json.loads(meta["header"])
