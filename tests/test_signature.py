@@ -373,3 +373,76 @@ def _other_key(tmp_path):
     from ticketmark.ownership.keys import keygen
 
     return keygen(tmp_path / "thief")[0]
+
+
+# --- alignment to a reference must not be steered by the claimed code ----------------
+
+def _planted(rng: np.random.Generator, size: int = 64, n: int = 21, at: int = 20
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Reference norms with a +-code drawn at (at, at): dark modules strong, light zero."""
+    code = rng.random((n, n)) < 0.5
+    ref = rng.random((size, size))
+    ref[at:at + n, at:at + n] = np.where(code, 1.0 + rng.random((n, n)), 0.0)
+    return ref, code
+
+
+def _agreement_after_alignment(suspect: np.ndarray, ref: np.ndarray, code: np.ndarray,
+                               block: tuple[int, int, int] | None) -> float:
+    out, inn = extract.align(torch.from_numpy(suspect), torch.from_numpy(ref), block=block)
+    at, n = 20, code.shape[0]
+    aligned = suspect[out][:, inn][at:at + n, at:at + n]
+    dark = aligned >= np.quantile(suspect, 0.5)
+    return float((dark == code).mean())
+
+
+def test_alignment_outside_the_block_does_not_manufacture_agreement():
+    """An unrelated suspect matched onto a reference carrying the code: matched on the
+    code's rows and columns, the alignment picks code-like channels; matched outside
+    them, what is read in the block stays at chance."""
+    rng = np.random.default_rng(0)
+    with_block, without = [], []
+    for _ in range(8):
+        ref, code = _planted(rng)
+        stranger = rng.random(ref.shape)  # no code anywhere
+        with_block.append(_agreement_after_alignment(stranger, ref, code, (20, 20, 21)))
+        without.append(_agreement_after_alignment(stranger, ref, code, None))
+    # 441 modules per draw, 8 draws: chance 0.5 with a standard error of about 0.008.
+    assert abs(np.mean(with_block) - 0.5) < 0.03, with_block
+    assert np.mean(without) > np.mean(with_block) + 0.05, (without, with_block)
+
+
+def test_alignment_outside_the_block_still_undoes_a_permutation():
+    rng = np.random.default_rng(1)
+    ref, code = _planted(rng)
+    p_out, p_in = rng.permutation(64), rng.permutation(64)
+    stolen = ref[p_out][:, p_in] * (1 + 0.05 * rng.standard_normal(ref.shape))
+    assert _agreement_after_alignment(np.abs(stolen), ref, code, (20, 20, 21)) > 0.97
+
+
+def test_reference_cannot_lift_the_claim_on_a_stranger(signed, tmp_path):
+    """A model nobody signed (same architecture, its own initialisation and mask), read
+    with the signed ticket as reference: the re-alignment may move its channels, but must
+    not raise what is read in the claimed block."""
+    from ticketmark.io import Ticket
+    from ticketmark.io.ticket import state_of
+    from ticketmark.models import build_model
+    from ticketmark.sparsity import Mask
+
+    t = signed["ticket"]
+    torch.manual_seed(7)
+    model = build_model(t.model_name, t.in_channels, t.num_classes, t.image_size)
+    g = torch.Generator().manual_seed(7)
+    mask = Mask({k: v.flatten()[torch.randperm(v.numel(), generator=g)].view_as(v)
+                 for k, v in t.mask.items()})
+    mask.apply(model)
+    stranger = save_ticket(tmp_path / "stranger", Ticket(
+        t.model_name, t.dataset, t.in_channels, t.num_classes, t.image_size,
+        state_of(model), mask, None, {}))
+    claim = load_claim(signed["claim"])
+    alone = verify_claim(str(stranger), claim, VerifyOptions(full_evidence=True))
+    with_ref = verify_claim(str(stranger), claim,
+                            VerifyOptions(reference=signed["path"], full_evidence=True))
+    assert with_ref.status == NOT_OWNED and with_ref.p_value > 1e-3, with_ref.reason
+    data_alone = alone.evidence["search_null"]["claimed_agreement"]
+    data_ref = with_ref.evidence["search_null"]["claimed_agreement"]
+    assert data_ref <= data_alone + 3, (data_ref, data_alone)

@@ -149,14 +149,16 @@ def read_at(conn: torch.Tensor, position: placement.Position, code: qr.Code) -> 
 
 
 def layer_conn(name: str, weight: torch.Tensor, density: float | None,
-               reference: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Connectivity of one suspect layer, re-aligned to the reference when one is given."""
+               reference: dict[str, torch.Tensor] | None,
+               block: extract.Block | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Connectivity of one suspect layer, re-aligned to the reference when one is given
+    (matched outside the claimed code's ``block``, which must not steer the matching)."""
     info: dict[str, Any] = {}
     if reference is not None:
         if name not in reference or reference[name].shape != weight.shape:
             raise TicketmarkError(f"reference ticket has no layer {name} of shape "
                                   f"{tuple(weight.shape)}")
-        norms, info = extract.aligned_norms(weight, reference[name])
+        norms, info = extract.aligned_norms(weight, reference[name], block)
     else:
         norms = extract.kernel_norms(weight)
     if density is None:  # a layer the owner did not record: every non-zero kernel
@@ -173,13 +175,16 @@ def load_reference(path: Path, claim: Claim) -> dict[str, torch.Tensor]:
 
 
 def search(weights: dict[str, torch.Tensor], code: qr.Code, densities: dict[str, float],
-           reference: dict[str, torch.Tensor] | None) -> tuple[Reading, dict[str, Any]]:
+           reference: dict[str, torch.Tensor] | None,
+           blocks: dict[str, extract.Block] | None = None) -> tuple[Reading, dict[str, Any]]:
     """Every layer, offset and orientation: the best reading, and the search's record."""
     n = code.size
     names = [k for k, w in weights.items() if placement.fits(tuple(w.shape), n)]
     if not names:
         raise TicketmarkError(f"the suspect has no conv layer large enough for a {n}x{n} code")
-    conns = {k: layer_conn(k, weights[k], densities.get(k), reference)[0] for k in names}
+    blocks = blocks or {}
+    conns = {k: layer_conn(k, weights[k], densities.get(k), reference, blocks.get(k))[0]
+             for k in names}
     cands = placement.best_per_layer(conns, [code.modules])
     tested = sum(c.positions_in_layer for c in cands)
     # Rank layers by the cheap binomial tail; the exact row/column null (a 441-step
@@ -266,15 +271,17 @@ class Alternatives:
     the two counts, at twice its p-value."""
 
     def __init__(self, state: dict[str, torch.Tensor], params: dict[str, Any],
-                 densities: dict[str, float], reference: dict[str, torch.Tensor] | None
-                 ) -> None:
+                 densities: dict[str, float], reference: dict[str, torch.Tensor] | None,
+                 blocks: dict[str, extract.Block] | None = None) -> None:
         self.params, self.densities, self.reference = params, densities, reference
+        self.blocks = blocks or {}
         self.lazy = None if reference is not None else LazyOrders(state, params)
 
     def conn(self, name: str, weight: torch.Tensor, direct: torch.Tensor
              ) -> tuple[torch.Tensor | None, dict[str, Any]]:
         if self.reference is not None:
-            aligned, info = layer_conn(name, weight, self.densities.get(name), self.reference)
+            aligned, info = layer_conn(name, weight, self.densities.get(name), self.reference,
+                                       self.blocks.get(name))
             return (None if torch.equal(aligned, direct) else aligned), info
         return reorder(direct, name, self.params, self.lazy), {"canonical_channel_order": True}
 
@@ -347,13 +354,16 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
     reference = load_reference(options.reference, claim) if options.reference else None
     densities = {str(k): float(v) for k, v in dict(params.get("densities", {})).items()}
     densities[params["layer"]] = float(params["density"])
-    alternatives = Alternatives(state, params, densities, reference)
+    # The claimed square, in the reference's frame: alignment to the reference is matched
+    # outside it (``extract.align``).
+    blocks = {params["layer"]: (int(params["row"]), int(params["col"]), code.size)}
+    alternatives = Alternatives(state, params, densities, reference, blocks)
 
     evidence: dict[str, Any] = {"mode": "search" if options.search else "claimed position",
                                 "signature_valid": sig_ok, "tag_bound_to_claim": tag_ok,
                                 "tag": params["tag"], "threshold": threshold}
     if options.search:
-        reading, record = search(weights, code, densities, reference)
+        reading, record = search(weights, code, densities, reference, blocks)
         log10_p = min(0.0, reading.pvals.log10_p + math.log10(record["positions_tested"]))
         evidence |= reading.evidence(code.text)
         evidence |= {"log10_p_uncorrected": reading.pvals.log10_p, "log10_p": log10_p,
