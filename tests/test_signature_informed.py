@@ -189,6 +189,24 @@ def test_overwritten_block_is_caught_by_the_hidden_bits(signed):
     v = _verify(signed, path, reveal=signed["reveal"])
     assert v.status == OWNED, v.reason
     assert v.evidence["hidden_log10_p"] < math.log10(hidden.THRESHOLD)
+    assert v.evidence["frame_from_claimant"] is False and "re-aligning" not in v.reason
+
+
+def test_a_verdict_resting_on_a_realigned_reading_says_so(signed):
+    """Permuted and overwritten: the hidden bits decide, but only after the suspect's
+    channels were matched to the claim's fingerprints, which a forger also writes
+    (docs/signature.md, Limits). The verdict says so; a decoded tag would not need to."""
+    p = signed["params"]
+    model = informed.block_edit(signed["ticket"].build(), p["layer"], p["row"], p["col"],
+                                p["size"], mode="shuffle", seed=2)
+    path = _stolen(signed, attacks.permute(model, seed=5), "permuted_overwritten")
+    v = _verify(signed, path, reveal=signed["reveal"])
+    assert v.status == OWNED, v.reason
+    assert v.evidence["frame_from_claimant"] is True
+    assert "re-aligning the suspect's channels to the claim's channel fingerprints" in v.reason
+    decoded = _verify(signed, _stolen(signed, attacks.permute(signed["ticket"].build(), seed=5),
+                                      "permuted_only"))
+    assert decoded.evidence["tag_decoded"] and decoded.evidence["frame_from_claimant"] is False
 
 
 def test_addon_and_pruning_keep_the_hidden_bits(signed):

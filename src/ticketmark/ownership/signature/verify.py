@@ -294,6 +294,7 @@ class HiddenPart:
     summary: str
     evidence: dict[str, Any]
     log10_p: float = 0.0
+    realigned: bool = False  # the reading that counts came from a re-aligned suspect
 
 
 def read_hidden(claim: Claim, params: dict[str, Any], weights: dict[str, torch.Tensor],
@@ -326,14 +327,16 @@ def read_hidden(claim: Claim, params: dict[str, Any], weights: dict[str, torch.T
         for name, conn in conns.items():
             other, _ = alternatives.conn(name, weights[name], conn)
             canon[name] = other if other is not None else conn
+    realigned = False
     if canon:  # re-aligned (reference or canonical order): the better reading, p x 2
         second = hidden.read_bits(canon, bits, layout)
+        realigned = second.log10_p < reading.log10_p
         reading = min(reading, second, key=lambda r: r.log10_p).with_penalty(math.log10(2))
     ok = reading.read > 0 and reading.log10_p < limit
     summary = (f"hidden bits: {reading.agree}/{reading.read} agree "
                f"(p = {_fmt(reading.log10_p)}, {'<' if ok else 'not below'} "
                f"{hidden.THRESHOLD:g})")
-    return HiddenPart(ok, summary, reading.to_json(), reading.log10_p)
+    return HiddenPart(ok, summary, reading.to_json(), reading.log10_p, realigned)
 
 
 def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
@@ -405,6 +408,7 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
     hidden_part = read_hidden(claim, params, weights, densities, options,
                               bad_claim is None, alternatives)
     evidence |= hidden_part.evidence
+    decided_by = ""  # what made the verdict OWNED: "tag", "qr" or "hidden"
     if bad_claim is not None:
         evidence["search_null"] = {"skipped": "the claim itself is invalid"}
         status, reason = NOT_OWNED, bad_claim
@@ -413,12 +417,12 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
         # 7-byte codeword by chance is astronomically unlikely even over every position,
         # so the costly null (below) would only confirm it. --full-evidence computes it.
         evidence["search_null"] = {"skipped": "the claimed tag decoded"}
-        status = OWNED
+        status, decided_by = OWNED, "tag"
         reason = (f"valid claim; tag decoded ({reading.how}); {agree} "
                   f"(p = {_fmt(log10_p)} at that position)")
     elif hidden_part.owned and not options.full_evidence:
         evidence["search_null"] = {"skipped": "the hidden bits decided"}
-        status = OWNED
+        status, decided_by = OWNED, "hidden"
         reason = f"valid claim; {hidden_part.summary}; QR block: {agree}, tag not decoded"
     else:
         # The position may have been chosen after seeing the model: the agreement must also
@@ -432,20 +436,29 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
         searched = (f"{data_agree}/{null.modules} data modules agree, random codes searched "
                     f"over the suspect reach {null.maxima.mean():.0f}")
         if tag_decoded or significant:
-            status = OWNED
+            status, decided_by = OWNED, "tag" if tag_decoded else "qr"
             reason = (f"valid claim; {agree} (p = {_fmt(log10_p)} < {threshold:g}; {searched})"
                       if significant else
                       f"valid claim; p = {_fmt(log10_p)} is above {threshold:g}")
             if tag_decoded:
                 reason += f"; tag decoded ({reading.how})"
         elif hidden_part.owned:
-            status = OWNED
+            status, decided_by = OWNED, "hidden"
             reason = (f"valid claim; {hidden_part.summary}; QR block: {agree}, "
                       f"p = {_fmt(log10_p)} ({searched})")
         else:
             status = NOT_OWNED
             reason = (f"{agree}, p = {_fmt(log10_p)} is not below {threshold:g} ({searched}), "
                       f"and the tag was not decoded; {hidden_part.summary}")
+    # A decoded tag cannot be bought by choosing the frame; agreement after re-alignment
+    # can: the claimant's reference or fingerprints chose which channel went where.
+    chosen = (decided_by == "qr" and bool(alignment)) or (
+        decided_by == "hidden" and hidden_part.realigned)
+    evidence["frame_from_claimant"] = chosen
+    if chosen:
+        source = "reference" if reference is not None else "channel fingerprints"
+        reason += (f"; read after re-aligning the suspect's channels to the claim's {source}, "
+                   "which chose the frame (a forger's could too: docs/signature.md, Limits)")
     # p_value is the verdict's; the chance at the position alone stays as p_position.
     evidence["p_position"] = 10.0 ** log10_p_position
     evidence["log10_p"] = log10_p
