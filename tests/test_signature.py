@@ -419,30 +419,40 @@ def test_alignment_outside_the_block_still_undoes_a_permutation():
     assert _agreement_after_alignment(np.abs(stolen), ref, code, (20, 20, 21)) > 0.97
 
 
-def test_reference_cannot_lift_the_claim_on_a_stranger(signed, tmp_path):
-    """A model nobody signed (same architecture, its own initialisation and mask), read
-    with the signed ticket as reference: the re-alignment may move its channels, but must
-    not raise what is read in the claimed block."""
+def test_reference_cannot_lift_the_claim_on_strangers(resnet_ticket, tmp_path):
+    """Models nobody signed (same architecture, their own initialisation and mask), read
+    with the signed ticket as reference: the re-alignment may move their channels, but must
+    not raise what is read in the claimed block. One stranger's reading moves by chance
+    (about 8 modules either way), so six are averaged: matched on the block, the lift was
+    +26 to +32 data modules on average (each stranger +11 or more) over three signings;
+    matched outside it, -0.3 to +0.3."""
+    from tests.trigger_support import fixed_key
     from ticketmark.io import Ticket
     from ticketmark.io.ticket import state_of
     from ticketmark.models import build_model
     from ticketmark.sparsity import Mask
 
-    t = signed["ticket"]
-    torch.manual_seed(7)
-    model = build_model(t.model_name, t.in_channels, t.num_classes, t.image_size)
-    g = torch.Generator().manual_seed(7)
-    mask = Mask({k: v.flatten()[torch.randperm(v.numel(), generator=g)].view_as(v)
-                 for k, v in t.mask.items()})
-    mask.apply(model)
-    stranger = save_ticket(tmp_path / "stranger", Ticket(
-        t.model_name, t.dataset, t.in_channels, t.num_classes, t.image_size,
-        state_of(model), mask, None, {}))
-    claim = load_claim(signed["claim"])
-    alone = verify_claim(str(stranger), claim, VerifyOptions(full_evidence=True))
-    with_ref = verify_claim(str(stranger), claim,
-                            VerifyOptions(reference=signed["path"], full_evidence=True))
-    assert with_ref.status == NOT_OWNED and with_ref.p_value > 1e-3, with_ref.reason
-    data_alone = alone.evidence["search_null"]["claimed_agreement"]
-    data_ref = with_ref.evidence["search_null"]["claimed_agreement"]
-    assert data_ref <= data_alone + 3, (data_ref, data_alone)
+    torch.manual_seed(1000)  # the signing's own draws: the same signed ticket every run
+    res = embed_signature(load_ticket(resnet_ticket),
+                          load_private_key(fixed_key(tmp_path / "owner.pem")), "ACME",
+                          EmbedOptions(epochs=0, progress=False))
+    reference = save_ticket(tmp_path / "signed", res.ticket)
+    t = res.ticket
+    lifts = []
+    for seed in range(6):
+        torch.manual_seed(seed)
+        model = build_model(t.model_name, t.in_channels, t.num_classes, t.image_size)
+        g = torch.Generator().manual_seed(seed)
+        mask = Mask({k: v.flatten()[torch.randperm(v.numel(), generator=g)].view_as(v)
+                     for k, v in t.mask.items()})
+        mask.apply(model)
+        stranger = save_ticket(tmp_path / f"stranger{seed}", Ticket(
+            t.model_name, t.dataset, t.in_channels, t.num_classes, t.image_size,
+            state_of(model), mask, None, {}))
+        alone = verify_claim(str(stranger), res.claim, VerifyOptions(full_evidence=True))
+        with_ref = verify_claim(str(stranger), res.claim,
+                                VerifyOptions(reference=reference, full_evidence=True))
+        assert with_ref.status == NOT_OWNED and with_ref.p_value > 1e-3, with_ref.reason
+        lifts.append(with_ref.evidence["search_null"]["claimed_agreement"]
+                     - alone.evidence["search_null"]["claimed_agreement"])
+    assert sum(lifts) / len(lifts) < 10, lifts
