@@ -62,7 +62,10 @@ def test_report_embeds_only_pngs_inside_the_run(tmp_path, where):
         (run / "fake.png").write_text("a text file named .png")
     res = cli("report", "--run", run)
     line = res.one_error()
-    assert ("outside the run folder" in line) or ("not a PNG" in line), line
+    # Each case its own refusal: a path leaving the folder must be refused as such, before
+    # the file is read (the owner's key is not a PNG either, so "not a PNG" would hide it).
+    expected = "not a PNG" if where == "not_png" else "outside the run folder"
+    assert expected in line, line
     assert not (run / "report.html").exists() and not (run / "report.md").exists()
 
 
@@ -308,13 +311,30 @@ def test_weights_without_their_sidecar_are_refused(conv_ticket, tmp_path):
     assert "SHA-256" in line, line
 
 
-def test_failed_save_leaves_the_old_pair_intact(conv_ticket, tmp_path):
+def test_failed_save_leaves_the_old_pair_intact(conv_ticket, tmp_path, monkeypatch):
+    from ticketmark.io import atomic
+
     old = load_ticket(conv_ticket)
     path = save_ticket(tmp_path / "ticket", old)
     bad = _variant(conv_ticket)
     bad.meta = {**bad.meta, "unserialisable": object()}  # the sidecar cannot be written
     with pytest.raises(TypeError):
         save_ticket(path, bad)
+    # That failure comes before any file is touched. The one that matters comes after the
+    # new weights were written: the sidecar's write fails (a full disk).
+    stage, calls = atomic._stage, []
+
+    def disk_full_on_second(target, data, secret=False):
+        calls.append(target)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return stage(target, data, secret)
+
+    monkeypatch.setattr(atomic, "_stage", disk_full_on_second)
+    with pytest.raises(OSError):
+        save_ticket(path, _variant(conv_ticket))
+    monkeypatch.undo()
+    assert [c.suffix for c in calls] == [".safetensors", ".json"]
     again = load_ticket(path)
     assert again.fingerprint() == old.fingerprint()
     assert all(torch.equal(again.state[k], old.state[k]) for k in old.state)

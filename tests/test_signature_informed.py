@@ -209,6 +209,22 @@ def test_a_verdict_resting_on_a_realigned_reading_says_so(signed):
     assert decoded.evidence["tag_decoded"] and decoded.evidence["frame_from_claimant"] is False
 
 
+def test_a_searched_verdict_read_through_a_reference_says_so(signed):
+    """``--search`` with ``--reference`` reads every layer re-aligned to the reference: a
+    verdict from the agreement there (no decoded tag) is flagged like the claimed-position
+    one; the same copy searched as it is is not. 10% of the block swapped: about 397/441
+    modules, not decoded, p 1e-9 to 5e-8, so a 1e-6 threshold lets the agreement decide."""
+    p = signed["params"]
+    model = informed.block_edit(signed["ticket"].build(), p["layer"], p["row"], p["col"],
+                                p["size"], mode="swap", fraction=0.1, seed=4)
+    path = _stolen(signed, model, "swapped10")
+    v = _verify(signed, path, search=True, reference=signed["path"], threshold=1e-6)
+    assert v.status == OWNED and not v.evidence["tag_decoded"], v.reason
+    assert v.evidence["frame_from_claimant"] is True and "re-aligning" in v.reason
+    plain = _verify(signed, path, search=True, threshold=1e-6)
+    assert plain.status == OWNED and plain.evidence["frame_from_claimant"] is False
+
+
 def test_addon_and_pruning_keep_the_hidden_bits(signed):
     base = signed["ticket"].build()
     for name, model in [("addon", informed.addon(base, 0.1, 0.1, seed=4)),

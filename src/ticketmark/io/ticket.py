@@ -259,16 +259,16 @@ def load_ticket(path: str | Path) -> Ticket:
 
     # safetensors hands keys back in a different order in every process (a hash map);
     # restore the model's forward order, which the lock, derive and tests walk.
+    forward = list(skeleton.state_dict())
+
     def ordered(prefix: str) -> dict[str, torch.Tensor]:
         found = group(prefix)
-        return {n: found[n] for n in skeleton.state_dict() if n in found}
+        return {n: found[n] for n in forward if n in found}
 
-    rewind = ordered("rewind.") or None
-    ticket = Ticket(model, dataset, *dims, state=ordered("state."), mask=Mask(group("mask.")),
-                    rewind=rewind, meta={k: v for k, v in meta.items()
-                                         if k not in {"model", "dataset", "in_channels",
-                                                      "num_classes", "image_size"}})
-    order = [n for n, _ in skeleton.named_parameters() if n in ticket.mask]
-    ticket.mask = Mask({n: ticket.mask[n] for n in order})
+    ticket = Ticket(model, dataset, *dims, state=ordered("state."), mask=Mask(ordered("mask.")),
+                    rewind=ordered("rewind.") or None,
+                    meta={k: v for k, v in meta.items()
+                          if k not in {"model", "dataset", "in_channels", "num_classes",
+                                       "image_size"}})
     ticket.build()  # the real module: loads the (already checked) weights
     return ticket

@@ -117,12 +117,13 @@ def align(suspect_norms: torch.Tensor, reference_norms: torch.Tensor,
     permutation-invariant features (each row's and column's sorted norms), then refines
     each axis with the other already aligned.
 
-    ``block``: the claimed code's square in the reference. Rows are then matched on the
-    columns outside it and columns on the rows outside it, so the claimed pattern never
-    steers the matching. Matched on it, the alignment picks whichever suspect channels
-    look most like the code and manufactures agreement: the owner's code read in the
-    owner's own pre-embedding ticket rose from 126 to 155 of 208 data modules (p 1 ->
-    8e-8) and in an independently trained ticket from 115 to 136.
+    ``block``: the claimed code's square in the reference. The refinement then matches
+    rows on the columns outside it and columns on the rows outside it, so the claimed
+    pattern does not steer it (the starting point's sorted norms see how strong a row's
+    kernels are, not where they sit). Matched on the block, the alignment picks whichever
+    suspect channels look most like the code and manufactures agreement: the owner's code
+    read in the owner's own pre-embedding ticket rose from 126 to 155 of 208 data modules
+    (p 1 -> 8e-8) and in an independently trained ticket from 115 to 136.
     """
     s = suspect_norms.numpy()
     r = reference_norms.numpy()

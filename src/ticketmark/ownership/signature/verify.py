@@ -371,7 +371,8 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
         evidence |= reading.evidence(code.text)
         evidence |= {"log10_p_uncorrected": reading.pvals.log10_p, "log10_p": log10_p,
                      "p_value": 10.0 ** log10_p, "search": record}
-        alignment: dict[str, Any] = {}
+        # With a reference, every layer searched was read re-aligned to it.
+        alignment: dict[str, Any] = {} if reference is None else {"every_layer": True}
     else:
         name = params["layer"]
         pos = placement.Position(name, params["row"], params["col"], params["orientation"])
