@@ -17,7 +17,9 @@ from ticketmark.ownership.lock import (
     unlock_ticket,
     write_key,
 )
+from ticketmark.ownership.lock.choosers import Selection
 from ticketmark.ownership.lock.keyfile import LockKey, seal, unseal
+from ticketmark.ownership.lock.locking import spread_counts
 from ticketmark.ownership.lock.paths import build_plan, kernel_views, path_ranks, walk
 
 
@@ -177,6 +179,63 @@ def test_add_back_keeps_exact_layer_counts(resnet, ctx):
         assert torch.equal(locked.state[name] != 0, locked.mask[name])
     assert locked.rewind is resnet.rewind
     assert locked.meta["history"][-1] == {"kind": "lock", "params": {"add_back": True}}
+
+
+def _with_dense_layer(ticket, name: str, free: int):
+    """``ticket`` with layer ``name`` kept dense but for ``free`` pruned positions (like the
+    README's ticket, whose layer2.0.shortcut.0 IMP left 76% dense)."""
+    from dataclasses import replace
+
+    from ticketmark.sparsity import Mask
+
+    m = torch.ones_like(ticket.mask[name]).flatten()
+    m[torch.randperm(m.numel(), generator=torch.Generator().manual_seed(0))[:free]] = False
+    m = m.view_as(ticket.mask[name])
+    w = ticket.state[name].clone()
+    w = torch.where(m, torch.where(w == 0, torch.full_like(w, 0.01), w), torch.zeros_like(w))
+    mask = Mask({n: (m if n == name else v) for n, v in ticket.mask.items()})
+    return replace(ticket, state={**ticket.state, name: w}, mask=mask)
+
+
+def test_add_back_spreads_what_a_dense_layer_has_no_room_for(resnet):
+    shortcut = next(n for n in resnet.mask if "shortcut" in n)
+    dense = _with_dense_layer(resnet, shortcut, free=7)
+    cut = dense.mask[shortcut] & (torch.rand(dense.mask[shortcut].shape,
+                                            generator=torch.Generator().manual_seed(1)) < 0.3)
+    other = next(n for n in dense.mask if n != shortcut)
+    cut_other = dense.mask[other] & (torch.rand(dense.mask[other].shape,
+                                                generator=torch.Generator().manual_seed(2)) < 0.2)
+    sel = Selection("omp", "weight", {shortcut: cut, other: cut_other}, {})
+    assert sel.layer_counts()[shortcut] > 7  # more than the layer can take back
+    locked, key = lock_ticket(dense, sel, add_back=True, seed=4)
+    assert locked.mask.count() == dense.mask.count()  # the total is kept...
+    assert key.added_count() == key.removed_count() == sel.count()
+    assert key.added[shortcut].numel() == 7  # ...the dense layer takes what it has room for
+    assert int(locked.mask[other].sum()) == int(dense.mask[other].sum())  # room: exact
+    spilled = sel.layer_counts()[shortcut] - 7
+    elsewhere = {n for n in key.added if n not in (shortcut, other)}
+    assert elsewhere and sum(key.added[n].numel() for n in elsewhere) == spilled
+    for name in key.added:  # only pruned positions, weights imply the mask
+        assert not bool(dense.mask[name].flatten()[key.added[name]].any())
+        assert torch.equal(locked.state[name] != 0, locked.mask[name])
+    assert_bit_identical(unlock_ticket(locked, key), dense)
+
+
+def test_add_back_without_room_anywhere_says_what_to_do(resnet):
+    from dataclasses import replace
+
+    from ticketmark.sparsity import Mask
+
+    full = Mask({n: torch.ones_like(m) for n, m in resnet.mask.items()})
+    state = {**resnet.state, **{n: torch.where(resnet.state[n] == 0, 0.01, resnet.state[n])
+                                for n in full}}
+    dense = replace(resnet, state=state, mask=full)
+    name = next(iter(full))
+    sel = Selection("omp", "weight", {name: full[name].clone()}, {})
+    with pytest.raises(TicketmarkError, match="too few to add back .*without --add-back"):
+        lock_ticket(dense, sel, add_back=True)
+    assert spread_counts({"a": 3, "b": 10}, {"a": 5}) == {"a": 3, "b": 2}
+    assert spread_counts({"a": 3, "b": 10, "c": 0}, {"a": 3, "c": 2}) == {"a": 3, "b": 2}
 
 
 @pytest.mark.parametrize("passphrase", [None, "correct horse"])

@@ -68,10 +68,22 @@ def test_lock_refusals_write_nothing(resnet_ticket, tmp_path):
     res = run_cli("lock", "--ticket", resnet_ticket, "--key-out", key, "--out", out,
                   "--passphrase-env", "TICKETMARK_NO_SUCH_VAR")
     assert "not set" in _one_line_error(res)
-    res = run_cli("lock", "--ticket", resnet_ticket, "--method", "ewp", "--paths", "100000",
-                  "--add-back", "--key-out", key, "--out", out)
-    assert "too few to add back" in _one_line_error(res)
     assert not list(tmp_path.iterdir())
+    # A ticket with no pruned position left cannot take an add-back: the error says what to do.
+    from dataclasses import replace
+
+    from ticketmark.io import save_ticket
+    from ticketmark.sparsity import Mask
+
+    t = load_ticket(resnet_ticket)
+    full = Mask({n: torch.ones_like(m) for n, m in t.mask.items()})
+    state = {**t.state, **{n: torch.where(t.state[n] == 0, 0.01, t.state[n]) for n in full}}
+    dense = save_ticket(tmp_path / "in" / "dense", replace(t, state=state, mask=full))
+    res = run_cli("lock", "--ticket", dense, "--method", "ewp", "--paths", "50",
+                  "--add-back", "--key-out", key, "--out", out)
+    err = _one_line_error(res)
+    assert "too few to add back" in err and "without --add-back" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
 @pytest.mark.slow

@@ -55,7 +55,8 @@ def lock(
                                                      "ticket's weights (default 0.05 for "
                                                      "non-path choosers)"),
     add_back: bool = typer.Option(False, "--add-back", help="add as many random "
-                                  "connections as were removed, per layer"),
+                                  "connections as were removed (per layer where the layer "
+                                  "has room, the rest in layers that have)"),
     key_out: Path | None = typer.Option(None, "--key-out", help="where to write the key"),
     out: Path | None = typer.Option(None, "--out", help="where to write the locked ticket"),
     passphrase_env: str | None = typer.Option(None, "--passphrase-env", metavar="VAR",
@@ -113,9 +114,14 @@ def lock(
     path = save_ticket(out, locked)
     n, total = selection.count(), original.mask.count()
     conns = sum(int(c.shape[0]) for c in selection.connections.values())
+    moved = sum(max(0, int(a.numel()) - (int(key.removed[name].numel())
+                                         if name in key.removed else 0))
+                for name, a in key.added.items())
     print(f"locked with {method}: removed {n} weights ({100 * n / total:.2f}% of the "
           f"ticket) in {conns} {selection.level} connections"
-          + (f", added {key.added_count()} random ones back" if add_back else ""))
+          + (f", added {key.added_count()} random ones back" if add_back else "")
+          + (f" ({moved} of them in other layers: the layers they were cut from had too "
+             "few pruned positions)" if moved else ""))
     print(f"key: {key_out}{' (encrypted)' if passphrase else ''}  locked ticket: {path}")
 
 

@@ -157,7 +157,7 @@ def evaluate_lock(ticket_path: str | Path, out_dir: str | Path, cfg: EvalConfig,
             note = ""
             if cfg.forge and (cfg.forge_sizes is None or pct in cfg.forge_sizes):
                 gen = torch.Generator().manual_seed(cfg.seed * 31 + len(rows))
-                thief = random_positions(locked.mask, sel.layer_counts(), gen)
+                thief = random_positions(locked.mask, sel.layer_counts(), gen, spread=True)
                 row["forged_acc"] = retrain(ticket, with_added(locked.mask, thief), data, tcfg)
                 row["forged_drop"] = base["original_retrained_acc"] - row["forged_acc"]
                 note = f", forged {row['forged_acc']:.2f}%"

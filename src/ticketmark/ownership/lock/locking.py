@@ -23,22 +23,61 @@ DERIVED = {"format", "fingerprint", "software", "sparsity", "layer_density"}
 ADD_BACK_SCALE = 0.05
 
 
+def spread_counts(room: dict[str, int], counts: dict[str, int]) -> dict[str, int]:
+    """Per layer, how many connections to add back: ``counts`` where a layer has the room
+    (``room``: its free pruned positions), the rest spread over layers that have room left.
+
+    The total always equals ``sum(counts)``; the overflow goes to the layers with the most
+    room left, in proportion to it (largest remainders, ties in forward order), so a dense
+    layer (a shortcut a ticket kept whole) never blocks an add-back the ticket has room for.
+    """
+    total, space = sum(counts.values()), sum(room.values())
+    if total > space:
+        raise TicketmarkError(
+            f"the ticket has only {space} pruned positions left, too few to add back "
+            f"{total} connections; cut a smaller key (fewer --paths, or --weights/--fraction) "
+            "or lock without --add-back")
+    out = {name: min(counts.get(name, 0), room[name]) for name in room}
+    spill = total - sum(out.values())
+    if spill:
+        left = {name: room[name] - out[name] for name in room}
+        free = sum(left.values())
+        shares = {name: spill * n / free for name, n in left.items()}
+        extra = {name: min(left[name], int(share)) for name, share in shares.items()}
+        order = sorted(left, key=lambda n: -(shares[n] - int(shares[n])))
+        short = spill - sum(extra.values())
+        while short:  # largest remainders first; a layer never exceeds its room
+            for name in order:
+                if short and extra[name] < left[name]:
+                    extra[name] += 1
+                    short -= 1
+        out = {name: out[name] + extra[name] for name in room}
+    return {name: n for name, n in out.items() if n}
+
+
 def random_positions(mask: Mask, counts: dict[str, int], generator: torch.Generator,
-                     exclude: dict[str, torch.Tensor] | None = None
+                     exclude: dict[str, torch.Tensor] | None = None, *, spread: bool = False
                      ) -> dict[str, torch.Tensor]:
     """Per layer, ``counts[name]`` distinct flat indices drawn uniformly among pruned
-    positions (not in ``mask``, not in ``exclude``)."""
-    out = {}
-    for name, k in counts.items():
+    positions (not in ``mask``, not in ``exclude``). With ``spread``, a layer with too few
+    such positions passes its surplus to layers with room (``spread_counts``)."""
+    candidates = {}
+    for name in mask:
+        if not spread and name not in counts:
+            continue
         free = ~mask[name].flatten()
         if exclude is not None and name in exclude:
             free &= ~exclude[name].flatten()
-        candidates = free.nonzero().squeeze(1)
-        if candidates.numel() < k:
-            raise TicketmarkError(f"layer {name} has only {candidates.numel()} pruned "
+        candidates[name] = free.nonzero().squeeze(1)
+    if spread:
+        counts = spread_counts({n: int(c.numel()) for n, c in candidates.items()}, counts)
+    out = {}
+    for name, k in counts.items():
+        if candidates[name].numel() < k:
+            raise TicketmarkError(f"layer {name} has only {candidates[name].numel()} pruned "
                                   f"positions, too few to add back {k} connections")
-        pick = torch.randperm(candidates.numel(), generator=generator)[:k]
-        out[name] = candidates[pick].sort().values
+        pick = torch.randperm(candidates[name].numel(), generator=generator)[:k]
+        out[name] = candidates[name][pick].sort().values
     return out
 
 
@@ -58,10 +97,12 @@ def lock_ticket(ticket: Ticket, selection: Selection, *, add_back: bool = False,
                 ) -> tuple[Ticket, LockKey]:
     """The locked ticket (to release) and the key (to keep).
 
-    With ``add_back`` every layer regains as many new random connections as it lost, with
+    With ``add_back`` the ticket regains as many new random connections as it lost, with
     small random weights (``ADD_BACK_SCALE`` times the layer's weight spread: nonzero, so the
     weights imply the same mask, and small, so they barely move the output), making the
-    per-layer and total counts equal the original's.
+    total count equal the original's. Each layer gets back what it lost where it has the
+    pruned positions for it (then its count is the original's too); a layer without that
+    room (one the ticket kept nearly dense) passes the rest to layers that have it.
     """
     gen = torch.Generator().manual_seed(seed * 7_919 + 11)
     counts = selection.layer_counts()
@@ -71,22 +112,24 @@ def lock_ticket(ticket: Ticket, selection: Selection, *, add_back: bool = False,
         if bool((r & ~ticket.mask[name]).any()):
             raise TicketmarkError(f"selection removes weights of {name} the ticket lacks")
     added = random_positions(ticket.mask, {n: c for n, c in counts.items() if c},
-                             gen, exclude=selection.removal) if add_back else {}
+                             gen, exclude=selection.removal, spread=True) if add_back else {}
     state = dict(ticket.state)
     new_mask = {}
     removed, removed_values, added_values = {}, {}, {}
     for name, m in ticket.mask.items():
         r = selection.removal.get(name)
-        if r is None or not bool(r.any()):
+        cut = r is not None and bool(r.any())
+        if not cut and name not in added:
             new_mask[name] = m.clone()
             continue
         w = ticket.state[name]
         flat_w = w.flatten().clone()
         flat_m = m.flatten().clone()
-        idx = r.flatten().nonzero().squeeze(1)
-        removed[name], removed_values[name] = idx, flat_w[idx].clone()
-        flat_m[idx] = False
-        flat_w[idx] = flat_w[idx] * 0  # the same (signed) zero masking would leave
+        if cut:
+            idx = r.flatten().nonzero().squeeze(1)
+            removed[name], removed_values[name] = idx, flat_w[idx].clone()
+            flat_m[idx] = False
+            flat_w[idx] = flat_w[idx] * 0  # the same (signed) zero masking would leave
         if name in added:
             a = added[name]
             added_values[name] = flat_w[a].clone()
