@@ -112,8 +112,15 @@ def test_keygen_api_refuses_too(tmp_path):
 
     keygen(tmp_path / "k")
     (tmp_path / "k.pem").unlink()  # the public half alone still blocks: it names the pair
-    with pytest.raises(TicketmarkError, match="exists"):
+    with pytest.raises(TicketmarkError, match="exists") as refused:
         keygen(tmp_path / "k")
+    # Python is told the Python argument, not the CLI flag
+    assert "force=True" in str(refused.value) and "--force" not in str(refused.value)
+    import ticketmark as tm
+
+    with pytest.raises(TicketmarkError, match=r"force=True"):
+        tm.keygen(tmp_path / "k")
+    assert tm.keygen(tmp_path / "k", force=True)[1].is_file()
 
 
 # -- every other --out ----------------------------------------------------------------------
@@ -126,7 +133,8 @@ EXISTING_OUTPUTS = [
     ("attack sweep --in {t} --plan {d}/plan.toml --out {d}/sw", "sw/sweep.md"),
     ("embed --ticket {t} --key {k} --message m --out {d}/x", "x.safetensors"),
     ("embed --ticket {t} --key {k} --message m --out {d}/y --claim {d}/c.json", "c.json"),
-    ("trigger embed --ticket {t} --key {k} --out {d}/x", "x.trigger-seed.json"),
+    ("trigger embed --ticket {t} --key {k} --out {d}/x", "x.trigger-reveal.json"),
+    ("trigger embed --ticket {t} --key {k} --out {d}/z --seed-out {d}/s.json", "s.json"),
     ("trigger embed --ticket {t} --key {k} --out {d}/y --claim-out {d}/c.json", "c.json"),
     ("trigger make --claim {d}/c.json --reveal {d}/r.json --out {d}/set", "set/labels.txt"),
     ("lock --ticket {t} --key-out {d}/new.lock --out {d}/x", "x.safetensors"),

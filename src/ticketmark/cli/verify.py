@@ -46,11 +46,13 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
 
 
 def _adapter(path: Path | None, protocol: str | None, layout: str | None, mean: str | None,
-             std: str | None, scale: float | None) -> InputAdapter | None:
+             std: str | None, scale: float | None, input_name: str | None = None,
+             output: str | None = None, datatype: str | None = None) -> InputAdapter | None:
     """The adapter file, with any flag given overriding its field; None if nothing given."""
     flags = {"protocol": protocol, "layout": layout,
              "mean": _floats(mean, "--input-mean"), "std": _floats(std, "--input-std"),
-             "scale": scale}
+             "scale": scale, "input_name": input_name, "output": output,
+             "datatype": datatype.upper() if datatype is not None else None}
     if path is None and all(v is None for v in flags.values()):
         return None
     from ticketmark.ownership.trigger.adapter import InputAdapter
@@ -98,6 +100,16 @@ def verify(
                                                     "std per channel"),
     input_scale: float | None = typer.Option(None, help="endpoint: pixel scale the server "
                                                         "takes (255 for 0..255)"),
+    input_name: str | None = typer.Option(None, "--input-name",
+                                          help="endpoint (KServe v2): the input tensor's "
+                                               "name (default \"input\")"),
+    output: str | None = typer.Option(None, "--output",
+                                      help="endpoint (KServe v2): which output to read "
+                                           "(default: the first that fits)"),
+    input_datatype: str | None = typer.Option(None, "--input-datatype",
+                                              help="endpoint (KServe v2): the input "
+                                                   "tensor's datatype, e.g. FP32, UINT8 "
+                                                   "(default FP32)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="print every evidence field"),
     force: bool = typer.Option(False, "--force", help="overwrite an earlier report"),
 ) -> None:
@@ -124,7 +136,8 @@ def verify(
                             max_queries=max_queries, timeout=timeout, batch_size=batch_size,
                             deadline=deadline,
                             adapter=_adapter(adapter, protocol, input_layout, input_mean,
-                                             input_std, input_scale))
+                                             input_std, input_scale, input_name, output,
+                                             input_datatype))
     verdict = verify_claim(suspect, claim, options)
     print(f"{verdict.scheme}: {verdict.status} — {verdict.reason}")
     # Each scheme names the evidence that only breaks down its headline fields.

@@ -26,7 +26,7 @@ def keygen(out: str | Path, passphrase: str | None = None, *,
         for p in (priv_path, pub_path):
             if p.exists():
                 raise TicketmarkError(f"{p} exists; overwriting a key loses it for good "
-                                      "(pass --force to replace it)")
+                                      "(keygen(..., force=True) replaces it)")
     key = Ed25519PrivateKey.generate()
     enc: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase.encode()) if passphrase
