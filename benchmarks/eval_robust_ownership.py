@@ -69,8 +69,8 @@ def main() -> None:
         signed = save_ticket(o / "signed_clean_recipe", ticket)
     if not (o / "release.safetensors").exists():
         cli("trigger", "embed", "--ticket", signed, "--key", o / "owner.pem",
-            "--out", o / "release", "--claim-out", o / "trig.claim.json", "--seed-out",
-            o / "trig.seed.json", "--epochs", args.embed_epochs, "-q")
+            "--out", o / "release", "--claim-out", o / "trig.claim.json", "--reveal-out",
+            o / "trig.reveal.json", "--epochs", args.embed_epochs, "-q")
     if not (o / "stolen.safetensors").exists():
         cli("attack", "finetune", "--in", o / "release.safetensors", "--out", o / "stolen",
             "--epochs", args.thief_epochs, "--adversarial-eps", args.thief_eps, "-q")
@@ -79,7 +79,7 @@ def main() -> None:
         sig = cli("verify", "--suspect", o / f"{name}.safetensors", "--claim",
                   o / "sig.claim.json", "--reference", o / "release.safetensors")
         trig = cli("verify", "--suspect", o / f"{name}.safetensors", "--claim",
-                   o / "trig.claim.json", "--reveal", o / "trig.seed.json")
+                   o / "trig.claim.json", "--reveal", o / "trig.reveal.json")
         verdicts[name] = {"signature": sig.stdout.strip().splitlines()[0],
                           "trigger": trig.stdout.strip().splitlines()[0]}
     cli("robustness", "--ticket", args.ticket, "--ticket", o / "release.safetensors",

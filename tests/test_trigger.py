@@ -266,7 +266,7 @@ def test_cli_embed_then_verify(conv_ticket, tmp_path):
     res = run_cli("trigger", "embed", "--ticket", conv_ticket, "--key", m.key_file,
                   "--out", tmp_path / "t3", "--epochs", "8", "--ratio", "0.3", "-q")
     assert res.returncode == 0, res.stderr
-    claim, seed = tmp_path / "t3.trigger-claim.json", tmp_path / "t3.trigger-seed.json"
+    claim, seed = tmp_path / "t3.trigger-claim.json", tmp_path / "t3.trigger-reveal.json"
     res = run_cli("verify", "--suspect", tmp_path / "t3.safetensors", "--claim", claim,
                   "--reveal", seed, "--report", tmp_path / "rep")
     assert res.returncode == 0, res.stdout + res.stderr

@@ -23,7 +23,9 @@ from ticketmark.ownership.timestamp import check_tsa_url
 # (tests/test_startup.py checks that the two agree).
 ENTANGLE = 0.0
 
-trigger_app = typer.Typer(help="Trigger sets (scheme 3): embed, export.", no_args_is_help=True)
+trigger_app = typer.Typer(help="Trigger sets (scheme 3): embed (train a key-derived set "
+                               "in), make (export the set as images).",
+                          no_args_is_help=True)
 app.add_typer(trigger_app, name="trigger")
 
 
@@ -49,11 +51,14 @@ def embed_cmd(
                                        help="exclude groups whose label the plain ticket "
                                             "already gives (they count as misses)"),
     folder: Path | None = typer.Option(None, "--folder", help="classic set: a folder of images "
-                                                            "+ labels.txt instead of a seed"),
+                                                            "+ labels.txt instead of a "
+                                                            "key-derived set"),
     claim_out: Path | None = typer.Option(None, help="claim file (default OUT.trigger-claim"
                                                      ".json)"),
-    seed_out: Path | None = typer.Option(None, help="secret reveal file (default OUT.trigger-"
-                                                    "seed.json)"),
+    reveal_out: Path | None = typer.Option(None, "--reveal-out", "--seed-out",
+                                           help="the reveal file to keep secret until a "
+                                                "dispute (default OUT.trigger-reveal.json; "
+                                                "--seed-out is its old name)"),
     message: str = typer.Option("", help="free text signed into the claim"),
     passphrase_env: str | None = typer.Option(None, help="environment variable holding the "
                                                          "key's passphrase"),
@@ -86,24 +91,25 @@ def embed_cmd(
     out_path = resolve_ticket_path(out)
     stem = out_path.with_suffix("")
     claim_path = claim_out or stem.with_name(stem.name + ".trigger-claim.json")
-    seed_path = seed_out or stem.with_name(stem.name + ".trigger-seed.json")
-    if len({out_path.resolve(), claim_path.resolve(), seed_path.resolve()}) < 3:
-        raise TicketmarkError("--out, --claim-out and --seed-out must be different files")
+    reveal_path = reveal_out or stem.with_name(stem.name + ".trigger-reveal.json")
+    if len({out_path.resolve(), claim_path.resolve(), reveal_path.resolve()}) < 3:
+        raise TicketmarkError("--out, --claim-out and --reveal-out must be different files")
     refuse_overwrite([*ticket_files(out_path), claim_path,
-                      *([seed_path] if folder is None else [])], force)
+                      *([reveal_path] if folder is None else [])], force)
     result = embed(plain, cfg, owner_key, folder=folder, progress=not quiet)
     claim = make_claim(owner_key, "trigger", plain.fingerprint(), result.claim_params, message)
     if result.reveal is not None:
-        save_reveal(seed_path, result.reveal)
+        save_reveal(reveal_path, result.reveal)
     save_ticket(out_path, result.ticket)
     save_claim(claim_path, claim)
     r = result.report
-    secret = (f"reveal (keep secret): {seed_path}" if folder is None
+    secret = (f"reveal (keep secret): {reveal_path}" if folder is None
               else f"folder (keep secret): {folder}")
     console.print(f"ticket: {out_path}\nclaim: {claim_path}\n{secret}")
-    console.print(f"trigger accuracy {r['trigger_acc']:.1f}% (plain {r['plain_trigger_acc']:.1f}%)"
-                  f" on {r['kept']}/{r['slots']} queries; test accuracy {r['test_acc']:.2f}% "
-                  f"(plain {r['plain_test_acc']:.2f}%)")
+    console.print(f"trigger accuracy {r['trigger_acc']:.1f}% on {r['kept']}/{r['slots']} "
+                  f"queries (the ticket before embedding: {r['plain_trigger_acc']:.1f}%; "
+                  f"chance {100 / plain.num_classes:.1f}%); test accuracy "
+                  f"{r['test_acc']:.2f}% (before embedding: {r['plain_test_acc']:.2f}%)")
     if r["trigger_acc"] < 95.0:
         console.print("warning: trigger accuracy below 95%: raise --ratio or --epochs")
     stamp_after_embed(claim_path, tsa)

@@ -190,8 +190,8 @@ def null_check(trig: TriggerSet, params: TriggerParams, kind: str, options: Veri
         if kind == "folder":
             return 1.0 / params.classes, {"null": "chance (1/classes); a person chose the "
                                                   "labels: prefer --null-models"}
-        return None, {"null": "exact (labels drawn from the seed, independent of any model "
-                              "not trained on them)"}
+        return None, {"null": "exact (labels drawn from the secret the reveal opens, "
+                              "independent of any model not trained on them)"}
     x, y = trig.x[trig.keep], trig.y[trig.keep].numpy()
     preds = []
     for ref in _null_models(Path(options.null_models)):
