@@ -3,9 +3,47 @@
 from __future__ import annotations
 
 import typer
+from typer import _click
+from typer.core import TyperGroup
+
+# ``ticketmark --help`` lists the commands in the order a user meets them, in groups, each
+# with its whole first sentence (Click cuts descriptions to fit one line).
+SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Find and inspect tickets", ("find", "info")),
+    ("Claim ownership (the owner)", ("keygen", "embed", "trigger", "lock", "unlock",
+                                     "timestamp")),
+    ("Steal and attack (the thief)", ("attack", "serve")),
+    ("Verify and decide", ("verify", "derive", "dispute")),
+    ("Robust tickets", ("robustness", "transfer", "unpair")),
+    ("The whole story", ("demo", "report")),
+)
+
+
+class OrderedGroup(TyperGroup):
+    """The top-level group: commands in ``SECTIONS`` order, descriptions never cut."""
+
+    def list_commands(self, ctx: _click.Context) -> list[str]:
+        known = [name for _, names in SECTIONS for name in names if name in self.commands]
+        return known + [name for name in self.commands if name not in known]
+
+    def format_commands(self, ctx: _click.Context, formatter: _click.HelpFormatter) -> None:
+        listed = set()
+        for title, names in (*SECTIONS, ("Other commands", tuple(self.list_commands(ctx)))):
+            rows = []
+            for name in names:
+                cmd = self.commands.get(name)
+                if cmd is None or cmd.hidden or name in listed:
+                    continue
+                listed.add(name)
+                rows.append((name, cmd.get_short_help_str(limit=10_000)))
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
 
 app = typer.Typer(
     name="ticketmark",
+    cls=OrderedGroup,
     help="Find lottery tickets, embed ownership credentials, attack and verify them.",
     no_args_is_help=True,
     add_completion=False,
