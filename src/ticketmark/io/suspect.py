@@ -23,12 +23,23 @@ an exporter, permuted channels. The verifier finds the claimed layer by shape an
 BatchNorm tensors are kept so it can unfold scales if it wants to.
 
 Security: nothing is unpickled (safetensors, ``torch.load(weights_only=True)``, protobuf for
-ONNX), and ONNX external-data files must sit inside the model's own folder.
+ONNX). Nothing outside the suspect is read: ONNX external-data files and a folder's files
+must resolve (links followed) to files inside the model's own folder. Memory is bounded by
+the bytes read: each tensor's size (shape x item size) is checked against the bytes present
+before it is materialised, and every file's tensors together may take at most
+``MEMORY_FACTOR`` times the bytes read (plus ``MEMORY_SLACK``) once converted, so views with
+zero strides, many tensors sharing one storage, a ``.pt`` zip that inflates, or ONNX
+initializers all pointing at one external file are refused before they cost memory.
+Every dtype a format can hold ends as a dtype the verifier can compute with: floating kinds
+(half, bfloat16, float8, float4/6) as float32, bool as uint8, uint16/32/64 as int32/int64,
+packed int2/int4 as int8; tensors that are not numbers (ONNX strings, complex values) are skipped.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -47,6 +58,13 @@ CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "ne
 # Parts of a training checkpoint that are not the model.
 NOT_WEIGHTS = ("optimizer", "optim", "scheduler", "lr_scheduler", "scaler", "amp")
 MAX_TENSORS = 100_000  # a plausible model has thousands; a crafted file may claim millions
+# Tensors of one suspect may take at most MEMORY_FACTOR x the bytes read, plus MEMORY_SLACK,
+# once converted (float8 -> float32 is 4x; tied weights stored once and read twice are 2x).
+MEMORY_FACTOR = 4
+MEMORY_SLACK = 1 << 20
+# Kinds torch has no abs/norm kernels for, and what they are read as.
+_WIDEN = {torch.bool: torch.uint8, torch.uint16: torch.int32, torch.uint32: torch.int64,
+          torch.uint64: torch.int64}
 
 
 def load_suspect_weights(suspect: str | os.PathLike[str] | nn.Module | Mapping[str, Any]
@@ -63,7 +81,8 @@ def load_suspect_weights(suspect: str | os.PathLike[str] | nn.Module | Mapping[s
     elif isinstance(suspect, Mapping):
         raw = _tensors_of(suspect, "the state dict")
     else:
-        raw = _load_path(Path(suspect))
+        raw, read = _load_path(Path(suspect))
+        check_memory(raw, read, str(suspect))
     return normalise(raw)
 
 
@@ -76,10 +95,41 @@ def normalise(raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for name, value in folded.items():
         t = value.detach().cpu()
+        if t.is_complex():
+            continue  # not a weight the verifier reads
         if t.is_floating_point():
             t = t.float()
+        elif t.dtype in _WIDEN:
+            t = t.to(_WIDEN[t.dtype])
         out[name[len(prefix):]] = t.contiguous()
+    if not out:
+        raise TicketmarkError("the suspect holds no real-valued tensors")
     return out
+
+
+def converted_bytes(t: torch.Tensor) -> int:
+    """Bytes ``t`` takes once ``normalise`` has converted it (numel from its shape alone)."""
+    if t.is_complex():
+        return 0
+    kind = _WIDEN.get(t.dtype, t.dtype)
+    size = 4 if t.is_floating_point() else kind.itemsize
+    return math.prod(t.shape) * size
+
+
+def check_memory(raw: Mapping[str, torch.Tensor], read: int, where: str) -> None:
+    """Refuse tensors that would take more than MEMORY_FACTOR x the ``read`` bytes.
+
+    Called before anything is materialised: ``raw`` may hold views (stride 0, shared
+    storage, memory-mapped files) whose shapes promise far more than the file holds.
+    """
+    sizes = {name: converted_bytes(t) for name, t in raw.items()}
+    total = sum(sizes.values())
+    if total > MEMORY_FACTOR * read + MEMORY_SLACK:
+        big = max(sizes, key=sizes.__getitem__)
+        raise TicketmarkError(
+            f"{where}: its tensors would take {total:,} bytes from {read:,} bytes of file "
+            f"(tensor {big[:80]!r} alone {sizes[big]:,}); views or shared storage that "
+            f"expand the data are refused (limit {MEMORY_FACTOR}x the file)")
 
 
 def fold_pruning(raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -127,7 +177,9 @@ def resolve_layer(weights: Mapping[str, torch.Tensor], name: str) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
-def _load_path(path: Path) -> dict[str, torch.Tensor]:
+def _load_path(path: Path) -> tuple[dict[str, torch.Tensor], int]:
+    """The file's (or folder's) tensors, not yet materialised where avoidable, and the
+    number of bytes they come from (for ``check_memory``)."""
     if path.is_dir():
         return _load_folder(path)
     if path.suffix.lower() == ".json" and path.with_suffix(".safetensors").is_file():
@@ -148,7 +200,8 @@ def _load_path(path: Path) -> dict[str, torch.Tensor]:
     if suffix in PICKLE_FREE_TORCH:
         return _load_torch(path)
     # Unknown suffix: sniff. safetensors starts with a little-endian header length and '{'.
-    head = path.open("rb").read(16)
+    with path.open("rb") as fh:
+        head = fh.read(16)
     if len(head) >= 9 and head[8:9] == b"{":
         return _load_safetensors(path)
     if head.startswith(b"PK"):  # torch.save's zip archive
@@ -156,35 +209,59 @@ def _load_path(path: Path) -> dict[str, torch.Tensor]:
     return _load_onnx(path)
 
 
-def _load_folder(folder: Path) -> dict[str, torch.Tensor]:
+def _inside(folder: Path, path: Path) -> Path:
+    """``path`` if it resolves (links followed) to a file inside ``folder``; else an error.
+
+    A shard that is a link to the verifier's own ticket (or any file elsewhere) would make
+    the verifier read, and report on, a file the suspect's holder does not own.
+    """
+    base = folder.resolve()
+    target = path.resolve()
+    if not target.is_relative_to(base) or not target.is_file():
+        raise TicketmarkError(f"{folder}: {path.name} is a link to a file outside the "
+                              "folder; a model folder is read only through its own files")
+    return path
+
+
+def _load_folder(folder: Path) -> tuple[dict[str, torch.Tensor], int]:
     """A run directory (ticket), or a model folder: sharded safetensors, ONNX, checkpoints."""
     ticket = folder / "ticket.safetensors"
     if ticket.is_file():
-        return _load_safetensors(ticket)
+        return _load_safetensors(_inside(folder, ticket))
     for suffixes in (SAFETENSORS, ONNX, PICKLE_FREE_TORCH):
-        files = sorted(p for p in folder.iterdir() if p.is_file()
-                       and p.suffix.lower() in suffixes)
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes
+                       and (p.is_file() or p.is_symlink()))
         if not files:
             continue
+        if len(files) > 10_000:
+            raise TicketmarkError(f"{folder} holds {len(files)} model files; name one")
         if suffixes is ONNX and len(files) > 1:
             raise TicketmarkError(f"{folder} holds {len(files)} ONNX files; name one")
         merged: dict[str, torch.Tensor] = {}
+        read = 0
         for f in files:  # shards of one model: disjoint keys
-            part = _load_path(f)
+            part, n = _load_path(_inside(folder, f))
+            read += n
             clash = sorted(set(part) & set(merged))
             if clash:
                 raise TicketmarkError(f"{folder}: {f.name} repeats tensor {clash[0]!r} of "
                                       "another file; give the one model file to verify")
             merged |= part
-        return merged
+            if len(merged) > MAX_TENSORS:
+                raise TicketmarkError(f"{folder} holds more than {MAX_TENSORS} tensors")
+        return merged, read
     raise TicketmarkError(f"{folder} holds no model file (.safetensors, .onnx, .pt, .pth, "
                           ".bin, .ckpt)")
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], int]:
+    """safetensors checks that every tensor's offsets cover exactly shape x item size and
+    lie inside the file, so tensors never take more than the file's bytes before
+    conversion (float8 -> float32 at most 4x)."""
     from safetensors import SafetensorError, safe_open
 
     try:
+        size = path.stat().st_size
         with safe_open(str(path), framework="pt") as f:
             keys = list(f.keys())
             if len(keys) > MAX_TENSORS:
@@ -194,14 +271,42 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
                 k.startswith("mask.") for k in keys)
             if is_ticket:
                 keys = [k for k in keys if k.startswith("state.")]
-            return {k: f.get_tensor(k) for k in keys}
-    except (SafetensorError, ValueError, OSError, RuntimeError) as exc:
-        raise TicketmarkError(f"{path} is not a readable safetensors file ({exc})") from None
+            return {k: f.get_tensor(k) for k in keys}, size
+    except (SafetensorError, ValueError, OSError, RuntimeError, TypeError) as exc:
+        raise TicketmarkError(f"{path} is not a readable safetensors file "
+                              f"({_short(exc)})") from None
 
 
-def _load_torch(path: Path) -> dict[str, torch.Tensor]:
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:160]
+
+
+def _check_zip(path: Path) -> int:
+    """The archive's size; refused if its members inflate beyond it (a zip bomb)."""
+    size = path.stat().st_size
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise TicketmarkError(f"{path} is not a readable torch state dict ({_short(exc)})"
+                              ) from None
+    if len(infos) > 2 * MAX_TENSORS:
+        raise TicketmarkError(f"{path} holds {len(infos)} archive members")
+    inflated = sum(i.file_size for i in infos)
+    if inflated > size + MEMORY_SLACK:
+        raise TicketmarkError(f"{path}: its archive members inflate to {inflated:,} bytes "
+                              f"from {size:,}; torch.save never compresses, refused")
+    return size
+
+
+def _load_torch(path: Path) -> tuple[dict[str, torch.Tensor], int]:
+    """A ``torch.save`` zip, memory-mapped (nothing materialised until ``check_memory``
+    has seen the shapes), or a legacy (pre-zip) file read whole."""
+    is_zip = zipfile.is_zipfile(path)
+    size = _check_zip(path) if is_zip else path.stat().st_size
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
         text = str(exc)
         if "Unsupported global" in text:
@@ -218,7 +323,11 @@ def _load_torch(path: Path) -> dict[str, torch.Tensor]:
         raise TicketmarkError(f"{path} holds a single tensor, not a state dict")
     if not isinstance(obj, Mapping):
         raise TicketmarkError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    return _tensors_of(_model_part(obj), str(path))
+    tensors = _tensors_of(_model_part(obj), str(path))
+    check_memory(tensors, size, str(path))
+    # Own copies: nothing stays mapped to a file the suspect's holder wrote.
+    return {k: t.clone(memory_format=torch.contiguous_format) for k, t in tensors.items()
+            }, size
 
 
 def _model_part(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -254,34 +363,108 @@ def _tensors_of(obj: Mapping[str, Any], where: str, depth: int = 0) -> dict[str,
     return out
 
 
-def _load_onnx(path: Path) -> dict[str, torch.Tensor]:
-    """Initializers (and tensor constants) of an ONNX graph, subgraphs included."""
+# Packed ONNX kinds: bits per value (the rest take their numpy item size).
+_ONNX_BITS = {21: 4, 22: 4, 23: 4, 25: 2, 26: 2, 27: 6, 28: 6}
+_ONNX_SKIP = {0, 8, 14, 15}  # UNDEFINED, STRING, COMPLEX64, COMPLEX128: not weights
+# Bytes per value once read: integer kinds as torch keeps or widens them, floats as float32.
+_ONNX_OUT_BYTES = {2: 1, 3: 1, 5: 2, 6: 4, 7: 8, 9: 1, 4: 4, 12: 8, 13: 8, 21: 1, 22: 1,
+                   25: 1, 26: 1}
+
+
+def _load_onnx(path: Path) -> tuple[dict[str, torch.Tensor], int]:
+    """Initializers (and tensor constants) of an ONNX graph, subgraphs included.
+
+    Each tensor's shape x item size is checked against the bytes it has (inline, or the
+    range of its external file) before it is converted, and all of them together against
+    ``MEMORY_FACTOR`` x the bytes of the model and its distinct external files.
+    """
     try:
         import onnx
-        from onnx import numpy_helper
     except ImportError:  # pragma: no cover - onnx is a dependency
         raise TicketmarkError("reading ONNX files needs the 'onnx' package") from None
     try:
+        read = path.stat().st_size
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
         raise TicketmarkError(f"{path} is not a readable ONNX file ({type(exc).__name__})"
                               ) from None
-    out: dict[str, torch.Tensor] = {}
+    protos = []
+    externals: dict[Path, int] = {}
     for name, proto in _onnx_tensors(model.graph):
-        if proto.data_location == onnx.TensorProto.EXTERNAL:
-            _check_external(proto, path)
-            onnx.external_data_helper.load_external_data_for_tensor(proto, str(path.parent))
-        try:
-            array = numpy_helper.to_array(proto)
-        except Exception as exc:  # noqa: BLE001 - malformed tensor payloads
-            raise TicketmarkError(f"{path}: tensor {name!r} is unreadable "
-                                  f"({type(exc).__name__})") from None
-        out[name] = torch.from_numpy(array.copy())
-        if len(out) > MAX_TENSORS:
+        if proto.data_type in _ONNX_SKIP:
+            continue
+        protos.append((name, proto))
+        if len(protos) > MAX_TENSORS:
             raise TicketmarkError(f"{path} holds more than {MAX_TENSORS} tensors")
+    # Shapes and the bytes behind them first, for every tensor; then convert.
+    planned = 0
+    for name, proto in protos:
+        numel = _onnx_numel(proto, name, path)
+        nbytes = _onnx_nbytes(proto, numel, name, path)
+        if proto.data_location == onnx.TensorProto.EXTERNAL:
+            target, offset = _check_external(proto, path, nbytes)
+            if target not in externals:
+                externals[target] = target.stat().st_size
+        elif proto.HasField("raw_data") and len(proto.raw_data) != nbytes:
+            raise TicketmarkError(f"{path}: tensor {name!r} has shape {list(proto.dims)} "
+                                  f"({nbytes:,} bytes) but {len(proto.raw_data):,} bytes of "
+                                  "data")
+        planned += numel * _ONNX_OUT_BYTES.get(proto.data_type, 4)
+    read += sum(externals.values())
+    if planned > MEMORY_FACTOR * read + MEMORY_SLACK:
+        raise TicketmarkError(f"{path}: its tensors would take {planned:,} bytes from "
+                              f"{read:,} bytes of file; initializers sharing external data "
+                              f"are refused (limit {MEMORY_FACTOR}x the files)")
+    out: dict[str, torch.Tensor] = {}
+    for name, proto in protos:
+        if proto.data_location == onnx.TensorProto.EXTERNAL:
+            _read_external(proto, path)
+        out[name] = _onnx_array(proto, name, path)
     if not out:
         raise TicketmarkError(f"{path} holds no initializers (weights)")
-    return out
+    return out, read
+
+
+def _onnx_numel(proto: Any, name: str, path: Path) -> int:
+    dims = list(proto.dims)
+    if len(dims) > 16 or any(d < 0 for d in dims):
+        raise TicketmarkError(f"{path}: tensor {name!r} has shape {dims[:17]}")
+    return math.prod(dims)
+
+
+def _onnx_nbytes(proto: Any, numel: int, name: str, path: Path) -> int:
+    from onnx import helper
+
+    bits = _ONNX_BITS.get(proto.data_type)
+    if bits is None:
+        try:
+            bits = 8 * helper.tensor_dtype_to_np_dtype(proto.data_type).itemsize
+        except (KeyError, ValueError, TypeError):
+            raise TicketmarkError(f"{path}: tensor {name!r} has unknown data type "
+                                  f"{proto.data_type}") from None
+    return (numel * bits + 7) // 8
+
+
+def _onnx_array(proto: Any, name: str, path: Path) -> torch.Tensor:
+    """One tensor as float32, int8 (packed ints), or its own integer/bool kind."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    try:
+        array = numpy_helper.to_array(proto)
+        if array.dtype.kind not in "biuf":  # ml_dtypes: bfloat16, float8/6/4, int4/2
+            is_int = "int" in array.dtype.name
+            array = array.astype(np.int8 if is_int else np.float32)
+        elif array.dtype.kind == "f" and array.dtype != np.float32:
+            array = array.astype(np.float32)
+        else:
+            array = np.array(array, copy=True)  # own, writable memory for torch
+        return torch.from_numpy(array)
+    except TicketmarkError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - malformed tensor payloads
+        raise TicketmarkError(f"{path}: tensor {name!r} is unreadable "
+                              f"({type(exc).__name__})") from None
 
 
 def _onnx_tensors(graph: Any, depth: int = 0) -> Iterable[tuple[str, Any]]:
@@ -300,12 +483,48 @@ def _onnx_tensors(graph: Any, depth: int = 0) -> Iterable[tuple[str, Any]]:
                 yield from _onnx_tensors(sub, depth + 1)
 
 
-def _check_external(proto: Any, model_path: Path) -> None:
-    """External data must be a file inside the model's folder (no ../../owner.pem)."""
-    location = next((e.value for e in proto.external_data if e.key == "location"), "")
+def _external_entry(proto: Any) -> dict[str, str]:
+    return {e.key: e.value for e in proto.external_data}
+
+
+def _check_external(proto: Any, model_path: Path, nbytes: int) -> tuple[Path, int]:
+    """External data must be a file inside the model's folder (no ../../owner.pem), and the
+    byte range the tensor needs must lie inside that file."""
+    entry = _external_entry(proto)
+    location = entry.get("location", "")
     base = model_path.parent.resolve()
     target = (base / location).resolve()
     if not location or Path(location).is_absolute() or not target.is_relative_to(base) \
             or not target.is_file():
         raise TicketmarkError(f"{model_path}: tensor {proto.name!r} points at external data "
-                              f"{location!r} outside the model's folder")
+                              f"{location[:100]!r} outside the model's folder")
+    try:
+        offset = int(entry.get("offset", "0"))
+        length = int(entry["length"]) if "length" in entry else None
+    except ValueError:
+        raise TicketmarkError(f"{model_path}: tensor {proto.name!r} has a malformed external "
+                              "offset or length") from None
+    size = target.stat().st_size
+    if offset < 0 or (length is not None and length != nbytes) or offset + nbytes > size:
+        raise TicketmarkError(
+            f"{model_path}: tensor {proto.name!r} needs {nbytes:,} bytes at offset {offset:,} "
+            f"of {location[:100]!r}" + (f" (length says {length:,})" if length is not None
+                                        else "") + f", which holds {size:,}")
+    return target, offset
+
+
+def _read_external(proto: Any, model_path: Path) -> None:
+    """Move the tensor's checked byte range into ``raw_data`` (exactly the bytes needed)."""
+    from onnx import TensorProto
+
+    numel = _onnx_numel(proto, proto.name, model_path)
+    nbytes = _onnx_nbytes(proto, numel, proto.name, model_path)
+    target, offset = _check_external(proto, model_path, nbytes)
+    with target.open("rb") as fh:
+        fh.seek(offset)
+        data = fh.read(nbytes)
+    if len(data) != nbytes:
+        raise TicketmarkError(f"{model_path}: external data of {proto.name!r} ended early")
+    proto.raw_data = data
+    del proto.external_data[:]
+    proto.data_location = TensorProto.DEFAULT

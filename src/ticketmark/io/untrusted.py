@@ -9,10 +9,13 @@ one ``TicketmarkError`` naming the file and the field, before anything is alloca
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ticketmark.errors import TicketmarkError
 
@@ -47,6 +50,55 @@ def parse_json(data: bytes | str, source: str, what: str) -> Any:
         raise TicketmarkError(f"{source} is not a {what} (not UTF-8 text)") from None
     except ValueError as exc:  # JSONDecodeError, and ints over the digit limit
         raise TicketmarkError(f"{source} is not a {what} ({exc})") from None
+
+
+class NpyError(ValueError):
+    """A .npy payload that is malformed or larger than allowed (``too_large`` then)."""
+
+    def __init__(self, message: str, too_large: bool = False):
+        super().__init__(message)
+        self.too_large = too_large
+
+
+def read_npy(raw: bytes, max_elements: int, kinds: str = "fiu") -> np.ndarray:
+    """A ``.npy`` payload whose header is checked before anything is allocated.
+
+    ``np.load`` trusts the header: a 100-byte payload claiming a 3.6 TiB shape is a
+    MemoryError (or, under overcommit, that much address space). Here the dtype must be a
+    plain number of ``kinds`` (never an object: nothing is unpickled), the element count at
+    most ``max_elements`` (counted in Python ints, so it cannot overflow), and the bytes
+    that follow exactly shape x item size; the array is then a view of ``raw``.
+    Raises ``NpyError`` naming the fault.
+    """
+    buf = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(buf)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(buf)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(buf)
+        else:
+            raise ValueError(f"version {version}")
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, MemoryError,
+            RecursionError):
+        raise NpyError("not a .npy array (bad magic or header)") from None
+    if dtype.hasobject or dtype.kind not in kinds or dtype.fields is not None \
+            or dtype.subdtype is not None:
+        raise NpyError(f"array has dtype {dtype}, expected plain numbers")
+    if len(shape) > 8 or any(not isinstance(d, int) or d < 0 for d in shape):
+        raise NpyError(f"array has shape {show(shape)}")
+    count = 1
+    for d in shape:  # stop as soon as the limit is passed
+        count *= d
+        if count > max_elements:
+            raise NpyError(f"array of shape {show(shape)} exceeds the limit of "
+                           f"{max_elements} numbers", too_large=True)
+    data = memoryview(raw)[buf.tell():]
+    if len(data) != count * dtype.itemsize:
+        raise NpyError(f"header says shape {show(shape)} of {dtype} "
+                       f"({count * dtype.itemsize} bytes) but {len(data)} bytes follow")
+    arr = np.frombuffer(data, dtype=dtype, count=count)
+    return arr.reshape(shape, order="F" if fortran else "C")
 
 
 def read_json(path: str | Path, what: str, limit: int = MAX_JSON_BYTES) -> Any:

@@ -34,10 +34,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ticketmark.errors import TicketmarkError
 from ticketmark.io.atomic import atomic_write_json
-from ticketmark.io.untrusted import check_int, read_json
+from ticketmark.io.untrusted import check_int, read_json, read_npy
 from ticketmark.ownership import keyed
 from ticketmark.ownership.claims import Claim, canonical
-from ticketmark.ownership.trigger.generate import GENERATOR_VERSION, TriggerParams, bases_digest
+from ticketmark.ownership.trigger.generate import (
+    GENERATOR_VERSION,
+    MAX_ELEMENTS,
+    TriggerParams,
+    bases_digest,
+)
 
 SCHEME = "trigger"
 MAX_REVEAL_BYTES = 64 << 20  # base images of a large set fit; a hostile file does not
@@ -127,7 +132,9 @@ def _decode_bases(text: Any) -> np.ndarray | None:
     if text is None:
         return None
     raw = base64.b64decode(str(text), validate=True)
-    arr = np.load(io.BytesIO(raw), allow_pickle=False)  # never unpickle
+    # The header is checked before anything is allocated (np.load trusts it: a reveal
+    # claiming a 3.6 TiB shape was a MemoryError); never unpickled.
+    arr = np.array(read_npy(raw, MAX_ELEMENTS, "f"))
     if arr.dtype != np.float32 or arr.ndim != 4:
         raise ValueError(f"base images must be float32 (N, C, H, W), got {arr.dtype} "
                          f"{arr.shape}")

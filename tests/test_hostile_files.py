@@ -1,0 +1,170 @@
+"""Hostile model files, second round (issue 30): one regression test per class.
+
+* weights of unusual dtypes (bool, uint16/32/64 safetensors; ONNX STRING, BFLOAT16, FLOAT8,
+  INT4, COMPLEX initializers) end in a verdict, not exit 3;
+* files whose tensors promise far more memory than they hold (stride-0 and shared-storage
+  views in a ``.pt``, a deflated ``.pt`` archive, ONNX initializers all pointing at one
+  external file) are refused before anything is materialised, and the process's peak
+  memory does not grow;
+* ONNX external data with a negative offset, or a range past its file, is one error line;
+* a folder shard that is a link leaving the folder is one error line;
+* a trigger reveal whose ``bases`` .npy header claims a huge shape is one error line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests import hostile_files as hf
+from tests.hostile_support import cli, trigger_claim
+from ticketmark.errors import TicketmarkError
+from ticketmark.io import load_ticket
+from ticketmark.io.suspect import load_suspect_weights
+from ticketmark.ownership.claims import make_claim, save_claim
+from ticketmark.ownership.keys import keygen, load_private_key
+
+LAYER = "2.weight"  # conv2's second conv: the claimed layer
+
+
+@pytest.fixture(scope="module")
+def signature_claim(conv_ticket, tmp_path_factory) -> Path:
+    """A claim over conv_ticket's layer 2.weight (signed, no embedding: a verdict is what
+    matters here, not which one)."""
+    from ticketmark.ownership.signature import qr
+
+    root = tmp_path_factory.mktemp("hostile_files")
+    key = load_private_key(keygen(root / "k")[0])
+    code = qr.make_code("hostile1", mask=0)
+    claim = make_claim(key, "signature", load_ticket(conv_ticket).fingerprint(), {
+        "tag": "hostile1", "tag_fingerprint": "0" * 64, "qr_version": code.version,
+        "qr_mask": 0, "size": code.size, "layer": LAYER, "row": 0, "col": 0,
+        "orientation": 0, "density": 0.5, "densities": {LAYER: 0.5}})
+    return save_claim(root / "claim.json", claim)
+
+
+@pytest.fixture(scope="module")
+def state(conv_ticket) -> dict[str, torch.Tensor]:
+    return dict(load_ticket(conv_ticket).state)
+
+
+def _peak_kb() -> int:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(r"^VmHWM:\s+(\d+)", text, re.M).group(1))
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint16, torch.uint32, torch.uint64])
+def test_safetensors_of_unusual_dtypes_give_a_verdict(tmp_path, state, signature_claim, dtype):
+    """The claimed layer stored as bool/unsigned: torch has no abs for them (was exit 3)."""
+    path = hf.safetensors_dtype(tmp_path / "odd.safetensors", dtype, state, LAYER)
+    res = cli("verify", "--suspect", path, "--claim", signature_claim)
+    res.assert_verdict_or_error(verdicts=(0, 1))
+    assert res.code in (0, 1), res.err
+
+
+@pytest.mark.parametrize("kind", ["STRING", "BFLOAT16", "FLOAT8E4M3FN", "FLOAT8E5M2", "INT4",
+                                  "BOOL", "UINT64", "COMPLEX64"])
+def test_onnx_initializers_of_unusual_kinds_give_a_verdict(tmp_path, state, signature_claim,
+                                                           kind):
+    path = hf.onnx_dtype(tmp_path / "odd.onnx", kind, state, LAYER)
+    res = cli("verify", "--suspect", path, "--claim", signature_claim)
+    res.assert_verdict_or_error(verdicts=(0, 1))
+    assert res.code in (0, 1), res.err
+    weights = load_suspect_weights(path)
+    if kind in ("STRING", "COMPLEX64"):  # not weights: skipped
+        assert LAYER not in weights
+    else:
+        assert weights[LAYER].dtype in (torch.float32, torch.int8, torch.uint8, torch.int64)
+
+
+@pytest.mark.parametrize(("make", "needle"), [
+    (lambda root: hf.pt_stride0(root / "stride0.pt"), "would take 4,398,046,511,104 bytes"),
+    (lambda root: hf.pt_shared(root / "shared.pt", views=100, mib=16), "would take"),
+    (lambda root: hf.pt_zip_bomb(root / "bomb.pt", mib=64), "inflate"),
+    (lambda root: hf.onnx_shared_external(root / "onnx", views=100, mib=16), "would take"),
+], ids=["pt-stride0", "pt-shared-storage", "pt-deflated", "onnx-shared-external"])
+def test_files_promising_more_memory_than_they_hold_are_refused(tmp_path, make, needle,
+                                                                signature_claim):
+    path = make(tmp_path)
+    before = _peak_kb()
+    with pytest.raises(TicketmarkError, match=needle):
+        load_suspect_weights(path)
+    grown_mb = (_peak_kb() - before) / 1024
+    assert grown_mb < 64, grown_mb  # the naive loaders took 1.6 GB to 4 TB here
+    line = cli("verify", "--suspect", path, "--claim", signature_claim).one_error()
+    assert "refused" in line
+
+
+def test_tied_weights_and_half_precision_still_load(tmp_path):
+    """Legitimate sharing (one storage read twice) and fp16 -> fp32 stay within the bound."""
+    w = torch.randn(256, 64)
+    torch.save({"embed.weight": w, "head.weight": w, "half.weight": w.half()},
+               tmp_path / "tied.pt")
+    out = load_suspect_weights(tmp_path / "tied.pt")
+    assert torch.equal(out["embed.weight"], out["head.weight"])
+    assert out["half.weight"].dtype == torch.float32
+    out["embed.weight"].add_(1)  # own memory: the copies are independent of the file
+    assert not torch.equal(out["embed.weight"], out["head.weight"])
+
+
+@pytest.mark.parametrize(("offset", "length", "dims", "needle"), [
+    (-8, 16, [4], "offset -8"),
+    (4000, None, [64], "offset 4,000"),
+    (0, 8, [64], "length says 8"),
+    (0, 256, [2**40, 2**40], "needs"),
+])
+def test_onnx_external_ranges_are_checked(tmp_path, offset, length, dims, needle,
+                                          signature_claim):
+    path = hf.onnx_external(tmp_path / "m", offset, length, dims)
+    with pytest.raises(TicketmarkError, match=needle):
+        load_suspect_weights(path)
+    cli("verify", "--suspect", path, "--claim", signature_claim).one_error()
+
+
+def test_onnx_external_range_inside_its_file_reads(tmp_path):
+    path = hf.onnx_external(tmp_path / "m", 16, 256, [64])
+    assert load_suspect_weights(path)["layer.weight"].shape == (64,)
+
+
+def test_folder_shard_linking_out_is_refused(tmp_path, conv_ticket, signature_claim):
+    """A shard that is a link to the owner's ticket would be read as the suspect's."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_file({"a.weight": torch.ones(2)}, str(folder / "model-00001-of-00002.safetensors"))
+    (folder / "model-00002-of-00002.safetensors").symlink_to(conv_ticket)
+    with pytest.raises(TicketmarkError, match="link to a file outside the folder"):
+        load_suspect_weights(folder)
+    line = cli("verify", "--suspect", folder, "--claim", signature_claim).one_error()
+    assert "outside the folder" in line
+    # A link to a file inside the folder is the folder's own file.
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    save_file({"b.weight": torch.ones(2)}, str(folder / "shard.bin.safetensors"))
+    (folder / "model-00002-of-00002.safetensors").symlink_to(folder / "shard.bin.safetensors")
+    with pytest.raises(TicketmarkError, match="repeats tensor"):  # read, and a duplicate
+        load_suspect_weights(folder)
+
+
+@pytest.mark.parametrize(("npy", "needle"), [
+    (hf.npy_claiming((1 << 20, 3, 1 << 10, 1 << 10)), "exceeds the limit"),
+    (hf.npy_claiming((2**62, 2**62)), "exceeds the limit"),
+    (hf.npy_claiming((1, 1, 8, 8)), "bytes follow"),
+    (hf.npy_claiming((1, 1, 2, 2), descr="|O"), "dtype"),
+], ids=["3.6TiB", "overflow", "short", "object"])
+def test_reveal_npy_header_is_checked_before_allocation(tmp_path, npy, needle):
+    from ticketmark.ownership.trigger.commitment import load_reveal
+
+    claim, reveal = trigger_claim(tmp_path / "c")
+    bad = hf.reveal_with_bases(reveal, tmp_path / "bad.json", npy)
+    before = _peak_kb()
+    with pytest.raises(TicketmarkError, match=needle):
+        load_reveal(bad)
+    assert (_peak_kb() - before) / 1024 < 64
+    line = cli("verify", "--suspect", "http://127.0.0.1:9/predict", "--claim", claim,
+               "--reveal", bad).one_error()
+    assert "reveal" in line and json.dumps(str(bad))[1:-1] in line
