@@ -47,8 +47,41 @@ def write_report_json(out: Path, summary: dict[str, Any]) -> Path:
     sig, owner = summary["owner"]["signature"], summary["owner"]
     sig_copies = _copies_to_show(out, summary, "signature p")
     trig_copies = _copies_to_show(out, summary, "trigger p")
+    robustness_notes = [
+        "Thresholds: a signature claim holds when its tag decodes or p < 1e-9, a "
+        "trigger claim when p < 1e-6 (docs/verdicts.md says why they differ).",
+        "Reading very small p-values: a p-value such as 1e-100 is the tail of an "
+        "idealised chance model (independent modules or answers), computed exactly in "
+        "log space; real masks and models are not that independent, so read it as "
+        "'far beyond chance', compare it with the threshold, and do not read "
+        "the exponent literally or rank copies by it.",
+        "Lock column: how much of the owner's lock key is present in the copy. The "
+        "key is the set of weights the owner cut out of the release; a key weight "
+        "counts as present when the copy's weight at that position keeps at least "
+        "half of its original value with the same sign. 'locked (0% of key present)' "
+        "is the expected state of every stolen copy: the thief never had the key. A "
+        "few percent can appear by chance when an attack moves weights or lets pruned "
+        "ones grow back (channel permutation puts other channels' weights at the key's "
+        "positions; dense fine-tuning regrows pruned weights): that is not the key, and "
+        "below 50% the copy counts as locked.",
+    ]
     sections = [
-        {"title": "1. The ticket",
+        # The answers first, right under the summary; how they were reached follows.
+        {"title": "1. Verdicts: robustness against the thief's attacks",
+         "text": "Each row is one stolen copy. Signature: white-box, with the owner's "
+                 "reference ticket to undo channel permutations; signature p = the chance "
+                 "that a model carrying no mark reproduces that many QR modules (the larger "
+                 "of two exact chance models; when the tag does not decode, at least the "
+                 "chance that searching the copy finds that much for a QR nobody embedded). "
+                 "Trigger: black-box through an HTTP endpoint on 127.0.0.1; trigger p = "
+                 "twice the smaller of two exact tests on its answers (the top-1 match test "
+                 "against 1/classes per keyed mark, and the rank test of the keyed label in "
+                 "the copy's scores: Bonferroni). docs/verdicts.md explains both.",
+         "table": rows,
+         "notes": robustness_notes},
+        {"title": "2. False claims and forgeries",
+         "table": summary["forgeries"]},
+        {"title": "3. The ticket",
          "text": (f"IMP with rewinding to epoch {s['rewind_epoch']} on {s['model']} / "
                   f"{s['dataset']}: {s['rounds']} rounds at rate {s['rate']}, {s['epochs']} "
                   f"epochs each. Final sparsity {100 * summary['ticket']['sparsity']:.1f}%, "
@@ -58,7 +91,7 @@ def write_report_json(out: Path, summary: dict[str, Any]) -> Path:
          "images": [{"path": "find/accuracy_vs_sparsity.png",
                      "caption": "test accuracy vs sparsity across IMP rounds"},
                     {"path": "find/layer_density.png", "caption": "per-layer density"}]},
-        {"title": "2. Credentials embedded by the owner",
+        {"title": "4. Credentials embedded by the owner",
          "text": (f"QR code version {sig['qr_version']} (tag {sig['tag']}) drawn into the "
                   f"channel connectivity of {sig['layer']} at row {sig['row']}, column "
                   f"{sig['col']}, orientation {sig['orientation']}; {sig['modules_changed']} of "
@@ -76,38 +109,17 @@ def write_report_json(out: Path, summary: dict[str, Any]) -> Path:
                                 "outlined in red), the QR read from this copy (modules that "
                                 "differ marked with a red x) and the QR the claim expects."}
                     for name, folder in sig_copies if (folder / "signature.png").is_file()]},
-        {"title": "3. Robustness: the thief's attacks and the verdicts",
-         "text": "Each row is one stolen copy. Signature: white-box, with the owner's "
-                 "reference ticket to undo channel permutations; bits = QR modules that agree; "
-                 "p = chance of that agreement. Trigger: black-box through an HTTP endpoint "
-                 "on 127.0.0.1; p = one-sided binomial test against 1/classes.",
-         "table": rows,
-         "notes": [
-             "Thresholds: a signature claim holds when its tag decodes or p < 1e-9, a "
-             "trigger claim when p < 1e-6 (docs/verdicts.md says why they differ).",
-             "Reading very small p-values: a p-value such as 1e-100 is the tail of an "
-             "idealised chance model (independent modules or answers), computed exactly in "
-             "log space; real masks and models are not that independent, so read it as "
-             "'far beyond chance', compare it with the threshold, and do not read "
-             "the exponent literally or rank copies by it.",
-             "Lock column: how much of the owner's lock key is present in the copy. The "
-             "key is the set of weights the owner cut out of the release; a key weight "
-             "counts as present when the copy's weight at that position keeps at least "
-             "half of its original value with the same sign. 'locked (0% of key present)' "
-             "is the expected state of every stolen copy: the thief never had the key. A "
-             "few percent can appear by chance when an attack moves weights or lets pruned "
-             "ones grow back (channel permutation puts other channels' weights at the key's "
-             "positions; dense fine-tuning regrows pruned weights): that is not the key, and "
-             "below 50% the copy counts as locked.",
-         ],
+        {"title": "5. The trigger set's answers, up close",
          "images": [img for name, folder in trig_copies for img in (
              [{"path": _rel(out, folder / "trigger_confusion.png"),
-               "caption": f"Copy '{name}': its answers to the owner's trigger set (a→b = "
-                          "expected label → this copy's answer; green: match, red: miss)."}]
+               "caption": f"Copy '{name}': one square per trigger answer (green: the "
+                          "keyed label, red: a miss), then the misses themselves (a→b = "
+                          "the set's label → this copy's answer). The p in its title is "
+                          "the trigger p of the table above."}]
              if (folder / "trigger_confusion.png").is_file() else [])]},
-        {"title": "4. False claims and forgeries",
-         "table": summary["forgeries"]},
     ]
+    sections = [sec for sec in sections if sec.get("table") or sec.get("images")
+                or sec.get("text")]
     report = {"title": "ticketmark demo: a ticket claims its ownership", "verdict": verdict,
               "sections": sections}
     path = out / "report.json"

@@ -260,8 +260,15 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
     pictures = []
     if options.report_dir is not None:
         path = Path(options.report_dir) / "trigger_confusion.png"
+        if details:
+            source = (f"twice the smaller of the match test's {details['p_top1']:.2g} and "
+                      f"the rank test's {details['p_rank']:.2g}")
+        elif p0 is not None:
+            source = f"binomial test against a match rate of {p0:.3g}"
+        else:
+            source = "exact match test against 1/classes per keyed mark"
         confusion_strip(x.numpy(), y, pred, path,
-                        f"{matches}/{len(y)} triggers match, p = {p:.3g}")
+                        f"{matches}/{len(y)} triggers match, p = {p:.3g}\n({source})")
         pictures.append(str(path))
     said = f"{matches}/{len(y)} triggers match"
     if details:
