@@ -14,6 +14,7 @@ from pathlib import Path
 from ticketmark.io import load_ticket, save_ticket
 from ticketmark.ownership.claims import Claim, make_claim
 from ticketmark.ownership.keys import keygen, load_private_key
+from ticketmark.ownership.reference import bind
 from ticketmark.ownership.trigger.commitment import (
     derived_claim_params,
     new_nonce,
@@ -60,7 +61,8 @@ def marked_conv(conv_ticket: Path, mark: str = "abstract") -> Marked:
     # A fixed key and nonce: the set (and so the embedding's outcome) is the same every run.
     res = embed(plain, cfg, key, progress=False, nonce="tests-marked-conv")
     ticket = save_ticket(root / "marked.safetensors", res.ticket)
-    claim = make_claim(key, "trigger", plain.fingerprint(), res.claim_params, "test owner")
+    claim = make_claim(key, "trigger", plain.fingerprint(), bind(res.claim_params, res.ticket),
+                       "test owner")
     claim_file = save_claim(root / "claim.json", claim)
     assert res.reveal is not None
     seed_file = save_reveal(root / "seed.json", res.reveal)

@@ -14,7 +14,8 @@ from ticketmark.io import atomic_write_json
 
 @app.command("derive")
 def derive_cmd(
-    suspect: Path = typer.Option(..., "--suspect", help="suspect model (ticket file)"),
+    suspect: Path = typer.Option(..., "--suspect", help="suspect model: a ticket, a plain "
+                                 ".safetensors / .pt state dict, ONNX or a folder"),
     reference: Path = typer.Option(..., "--reference", help="the reference ticket"),
     threshold: float = typer.Option(DERIVE_THRESHOLD, help="p-value below which the suspect "
                                                             "counts as derived"),
@@ -23,10 +24,12 @@ def derive_cmd(
 ) -> None:
     """p-value that SUSPECT was derived from REFERENCE; exit 0 derived, 1 not derived."""
     from ticketmark.io import load_ticket
+    from ticketmark.io.suspect import load_suspect_weights
     from ticketmark.ownership.derive import derive, fmt_p
 
     ref = load_ticket(reference)
-    weights = load_ticket(suspect).state  # the suspect's weights only, never its mask
+    # The suspect's weights only, never its mask or metadata; every format verify reads.
+    weights = load_suspect_weights(suspect)
     result = derive(weights, ref, threshold)
     print(f"derivation: {result.status} — {result.reason}")
     rows = sorted(result.layers, key=lambda r: r.log10_p)

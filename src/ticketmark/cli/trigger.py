@@ -76,6 +76,7 @@ def embed_cmd(
     from ticketmark.io import load_ticket, resolve_ticket_path, save_ticket
     from ticketmark.ownership.claims import make_claim, save_claim
     from ticketmark.ownership.keys import load_private_key
+    from ticketmark.ownership.reference import bind
     from ticketmark.ownership.trigger.commitment import save_reveal
     from ticketmark.ownership.trigger.embed import EmbedConfig, embed
     from ticketmark.training.progress import console
@@ -97,7 +98,8 @@ def embed_cmd(
     refuse_overwrite([*ticket_files(out_path), claim_path,
                       *([reveal_path] if folder is None else [])], force)
     result = embed(plain, cfg, owner_key, folder=folder, progress=not quiet)
-    claim = make_claim(owner_key, "trigger", plain.fingerprint(), result.claim_params, message)
+    claim = make_claim(owner_key, "trigger", plain.fingerprint(),
+                       bind(result.claim_params, result.ticket), message)
     if result.reveal is not None:
         save_reveal(reveal_path, result.reveal)
     save_ticket(out_path, result.ticket)

@@ -24,6 +24,7 @@ from ticketmark.ownership.keys import keygen, load_private_key
 from ticketmark.ownership.lock.choosers import ChooserContext, choose
 from ticketmark.ownership.lock.keyfile import write_key
 from ticketmark.ownership.lock.locking import lock_ticket
+from ticketmark.ownership.reference import bind
 from ticketmark.ownership.signature import EmbedOptions, embed_signature
 from ticketmark.ownership.signature.hidden import save_reveal as save_signature_reveal
 from ticketmark.ownership.trigger.commitment import save_reveal
@@ -122,8 +123,8 @@ def run_demo(out: str | Path, fast: bool = False, progress: bool = True) -> dict
     sig_claim_path = save_claim(out / "owner" / "signature.claim.json", embedded.claim)
     if embedded.reveal is not None:  # opens the hidden bits; read by demo.evidence
         save_signature_reveal(out / "owner" / "signature.reveal.json", embedded.reveal)
-    trig_claim = make_claim(key, "trigger", owner.fingerprint(), prepared.claim_params(),
-                            MESSAGE)
+    trig_claim = make_claim(key, "trigger", owner.fingerprint(),
+                            bind(prepared.claim_params(), owner), MESSAGE)
     trig_claim_path = save_claim(out / "owner" / "trigger.claim.json", trig_claim)
     seed_path = save_reveal(out / "owner" / "trigger.seed", prepared.reveal)
     owner_model = owner.build()

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -54,9 +54,10 @@ import torch
 from scipy.stats import norm
 
 from ticketmark.errors import TicketmarkError
-from ticketmark.io import Ticket, load_ticket
+from ticketmark.io import Ticket
 from ticketmark.io.suspect import load_suspect_weights
 from ticketmark.ownership.claims import Claim
+from ticketmark.ownership.reference import load_bound_reference
 from ticketmark.ownership.signature import extract
 from ticketmark.ownership.signature.extract import align
 from ticketmark.ownership.verdict import NOT_OWNED, Verdict, VerifyOptions
@@ -376,41 +377,39 @@ def code_blocks(claims: list[Claim], reference: Ticket) -> dict[str, np.ndarray]
 
 def with_derivation(verdict: Verdict, suspect: str, claim: Claim, options: VerifyOptions,
                     unaligned: Callable[[VerifyOptions], Verdict] | None = None) -> Verdict:
-    """A signature verdict with derivation from the owner's reference beside it.
+    """A signature verdict with derivation from the claimant's reference beside it.
 
     A signature shows the suspect carries the code; only derivation shows it was made from
-    the owner's ticket. When a reference is given (and the suspect is a file) and the
-    suspect was not derived from it, aligning its channels to that reference means nothing,
-    so the code is read again in the suspect's own channel order (``unaligned``); a code
-    found there is reported as "carries the code, not derived" and the verdict is NOT
-    OWNED: codes are public, anyone can plant one.
+    the claimant's ticket. The code is always read in the suspect's own frame (the
+    reference never chooses it: ``signature.verify.Alternatives``), so a code found in a
+    model *not* derived from the reference is reported as "carries the code, not derived"
+    and the verdict is NOT OWNED: codes are public, anyone can plant one. A model derived
+    from the reference that carries the code is OWNED; derivation alone is not (a forger's
+    reference may be a copy of the suspect: the statistic is symmetric).
     """
+    del unaligned  # kept for callers; the reading no longer depends on the reference
     if options.reference is None or verdict.scheme != "signature" \
             or suspect.startswith(("http://", "https://")):
         return verdict
-    ref = load_ticket(options.reference)
+    ref = load_bound_reference(options.reference, claim.body)
     d = derive(load_suspect_weights(suspect), ref, exclude=code_blocks([claim], ref))
+    verdict.evidence |= _derivation_evidence(d)
     if d.derived:
-        verdict.evidence |= _derivation_evidence(d)
         if verdict.owned:
             verdict.reason += f"; derived from the reference (p = {fmt_p(d.log10_p)})"
         else:
             verdict.reason += (f"; the suspect was derived from the reference "
-                               f"(p = {fmt_p(d.log10_p)}) but no longer carries the code")
+                               f"(p = {fmt_p(d.log10_p)}) but does not carry the code in its "
+                               "own channel order")
         return verdict
-    raw = verdict
-    if not verdict.owned and unaligned is not None:
-        raw = unaligned(replace(options, reference=None, report_dir=None))
-    if not raw.owned:
-        verdict.evidence |= _derivation_evidence(d)
+    if not verdict.owned:
         verdict.reason += f"; not derived from the reference ({d.reason})"
         return verdict
-    raw.evidence |= _derivation_evidence(d)
-    raw.evidence["signature_status"] = raw.status
-    raw.status = NOT_OWNED
-    raw.reason = (f"carries the code, not derived from the reference (derivation {d.reason})"
-                  f": a planted or copied code; signature: {raw.reason}")
-    return raw
+    verdict.evidence["signature_status"] = verdict.status
+    verdict.status = NOT_OWNED
+    verdict.reason = (f"carries the code, not derived from the reference (derivation {d.reason})"
+                      f": a planted or copied code; signature: {verdict.reason}")
+    return verdict
 
 
 def _derivation_evidence(d: Derivation) -> dict[str, Any]:

@@ -39,9 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from ticketmark.errors import TicketmarkError
-from ticketmark.io import Ticket, load_ticket
+from ticketmark.io import Ticket
+from ticketmark.io.suspect import load_suspect_weights
 from ticketmark.ownership.claims import Claim, load_claim
 from ticketmark.ownership.derive import DEFAULT_THRESHOLD, Derivation, code_blocks, derive
+from ticketmark.ownership.reference import load_bound_reference
 from ticketmark.ownership.timestamp import TimestampCheck, check_claim_token, token_path
 from ticketmark.ownership.verdict import Verdict, VerifyOptions
 
@@ -94,11 +96,7 @@ def _verify(suspect: str | Path, who: Claimant, threshold: float | None) -> Verd
 def _load_reference(who: Claimant, claim: Claim) -> Ticket | None:
     if who.reference is None:
         return None
-    ref = load_ticket(who.reference)
-    if ref.fingerprint() != claim.body.get("model_fingerprint"):
-        raise TicketmarkError(f"reference {who.reference} is not the ticket claim "
-                              f"{who.claim} was made for (fingerprint differs)")
-    return ref
+    return load_bound_reference(who.reference, claim.body, f"claim {who.claim}")
 
 
 def _timestamp(who: Claimant, trusted: list | None) -> TimestampCheck:
@@ -140,7 +138,7 @@ def decide(model: str | Path, claimants: list[Claimant], threshold: float | None
         res.standing.append(own.status)
 
     # Derivation of the model from each reference, and between the references.
-    model_weights = load_ticket(model).state if _is_file(model) else None
+    model_weights = load_suspect_weights(model) if _is_file(model) else None
     derived: list[Derivation | None] = [None, None]
     for i, ref in enumerate(refs):
         if ref is not None and model_weights is not None:

@@ -34,6 +34,7 @@ from ticketmark.io.ticket import state_of
 from ticketmark.ownership import keyed
 from ticketmark.ownership.claims import Claim, make_claim
 from ticketmark.ownership.keys import public_key_b64
+from ticketmark.ownership.reference import bind
 from ticketmark.ownership.signature import canonical, existing, hidden, placement, qr
 from ticketmark.ownership.signature.floor import FLOOR_KEY, keep_floor, strengthen
 from ticketmark.sparsity import Mask
@@ -344,5 +345,6 @@ def embed_signature(ticket: Ticket, key: Ed25519PrivateKey, message: str,
             FLOOR_KEY: {"quantile": options.floor_quantile, "min_entries": options.min_entries}}
     new = Ticket(ticket.model_name, ticket.dataset, ticket.in_channels, ticket.num_classes,
                  ticket.image_size, state_of(model), new_mask, ticket.rewind, meta)
-    claim = make_claim(key, SCHEME, new.fingerprint(), params, message)
+    # The claim binds the signed ticket's trained weights too (``ownership.reference``).
+    claim = make_claim(key, SCHEME, new.fingerprint(), bind(params, new), message)
     return EmbedResult(new, claim, summary, reveal if layout is not None else None)

@@ -13,6 +13,7 @@ turn the owner's inputs into what the server takes (by flags, or a small JSON/TO
     datatype   = "FP32"          # KServe datatype of the input tensor (UINT8 rounds, clips)
     input_name = "input"         # KServe input tensor name
     output     = ""              # KServe output to read ("" = the first that fits)
+    binary     = false           # KServe binary-data extension for input and outputs
 
 so the client sends ``(x * std + mean) * scale``, laid out as asked. Only the values the
 owner chooses matter here; nothing the suspect says changes them.
@@ -47,6 +48,7 @@ class InputAdapter:
     datatype: str = "FP32"
     input_name: str = "input"
     output: str = ""
+    binary: bool = False
 
     def validate(self) -> InputAdapter:
         from ticketmark.serving.oip import DATATYPES
@@ -67,6 +69,8 @@ class InputAdapter:
                 raise TicketmarkError(f"input {name} must be a list of numbers")
         if any(v <= 0 for v in self.std):
             raise TicketmarkError("input std values must be positive")
+        if not isinstance(self.binary, bool):
+            raise TicketmarkError(f"binary must be true or false, got {self.binary!r}")
         if not (isinstance(self.scale, int | float) and 0 < self.scale < 1e6):
             raise TicketmarkError(f"input scale must be in (0, 1e6), got {self.scale!r}")
         return self

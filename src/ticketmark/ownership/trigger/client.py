@@ -8,21 +8,20 @@ many integers in range as inputs sent. Network trouble (refused connection, time
 must never look like a negative (or positive) verdict.
 
 Time is bounded twice: ``timeout`` per socket operation, and ``deadline`` for the whole
-exchange (every batch, retry and backoff). A server that drips one byte a second never
-trips a per-read timeout; the deadline is checked before each read, and each read waits at
-most the time left. Redirects are never followed: a 3xx is COULD NOT VERIFY, because a
-redirected POST turns into a GET without the inputs on a server nobody named.
+exchange (every batch, retry and backoff), whatever the protocol: both protocols run their
+batches through ``run_batches``, on ``ticketmark.transport``'s one ``Deadline``. A server
+that drips one byte a second never trips a per-read timeout; the deadline is checked before
+each read, and each read waits at most the time left. Redirects are never followed: a 3xx
+is COULD NOT VERIFY, because a redirected POST turns into a GET without the inputs on a
+server nobody named. A 4xx answer's own error message (bounded, one printable line) is
+part of the reason, so "no model named 'x' (this server has 'ticket')" reaches the user.
 """
 
 from __future__ import annotations
 
-import functools
-import http.client
-import io
 import json
-import socket
-import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from ticketmark.errors import TicketmarkError
 from ticketmark.serving.protocol import encode_npy
+from ticketmark.transport import Deadline, DeadlinePassed, Reply, TransportError, one_line, request
 
 MAX_RESPONSE = 8 * 1024 * 1024
 TRANSIENT_STATUS = (429, 500, 502, 503, 504)
@@ -37,10 +37,6 @@ TRANSIENT_STATUS = (429, 500, 502, 503, 504)
 
 class EndpointError(Exception):
     """The endpoint could not be queried, or answered something unusable."""
-
-
-class _DeadlinePassed(Exception):
-    """The total deadline ran out (raised from inside a read; turned into EndpointError)."""
 
 
 class _Transient(Exception):
@@ -97,103 +93,79 @@ def endpoint_url(suspect: str) -> str:
     return parse_endpoint(suspect).url
 
 
-class _Deadline:
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.end = time.monotonic() + seconds
-
-    def left(self) -> float:
-        return self.end - time.monotonic()
-
-
-class _DeadlineReader(io.RawIOBase):
-    """Socket reads that each wait at most min(timeout, time left before the deadline)."""
-
-    def __init__(self, sock: socket.socket, deadline: _Deadline, timeout: float,
-                 plain: io.IOBase):
-        super().__init__()
-        self._sock, self._deadline, self._timeout = sock, deadline, timeout
-        self._plain = plain  # http.client's own reader: holds the socket open until closed
-
-    def close(self) -> None:
-        self._plain.close()
-        super().close()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        left = self._deadline.left()
-        if left <= 0:
-            raise _DeadlinePassed()
-        self._sock.settimeout(min(self._timeout, left))
-        return self._sock.recv_into(buffer)
-
-
-class _Response(http.client.HTTPResponse):
-    def __init__(self, sock: socket.socket, *args: Any, deadline: _Deadline, timeout: float,
-                 **kwargs: Any):
-        super().__init__(sock, *args, **kwargs)
-        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline, timeout, self.fp))
-
-
-def _post(endpoint: Endpoint, payload: bytes, timeout: float, deadline: _Deadline) -> bytes:
-    """One POST, no redirects; _Transient, _DeadlinePassed or EndpointError on failure."""
-    left = deadline.left()
-    if left <= 0:
-        raise _DeadlinePassed()
-    cls = http.client.HTTPSConnection if endpoint.scheme == "https" else \
-        http.client.HTTPConnection
-    conn = cls(endpoint.host, endpoint.port, timeout=min(timeout, left))
-    conn.response_class = functools.partial(_Response, deadline=deadline,  # type: ignore
-                                            timeout=timeout)
+def _server_message(reply: Reply) -> str:
+    """The error text a server put in its answer (``{"error": ...}``), made safe."""
     try:
-        conn.request("POST", endpoint.target, body=payload,
-                     headers={"Content-Type": "application/json", "Connection": "close"})
-        resp = conn.getresponse()
-        if 300 <= resp.status < 400:
-            where = (resp.getheader("Location") or "")[:120]
-            raise EndpointError(f"endpoint answered a redirect (HTTP {resp.status} to "
-                                f"{where!r}); redirects are not followed: give the final URL")
-        if resp.status in TRANSIENT_STATUS:
-            raise _Transient(f"endpoint answered HTTP {resp.status} {resp.reason[:80]}")
-        if resp.status != 200:
-            raise EndpointError(f"endpoint answered HTTP {resp.status} {resp.reason[:80]}")
-        body = resp.read(MAX_RESPONSE + 1)
-    except TimeoutError:
-        if deadline.left() <= 0:
-            raise _DeadlinePassed() from None
-        raise _Transient(f"endpoint did not answer within {timeout:g} s") from None
-    except (http.client.HTTPException, ConnectionError) as exc:
-        raise _Transient(f"cannot reach endpoint: {_one_line(exc)}") from None
-    except OSError as exc:
-        raise _Transient(f"cannot reach endpoint: {_one_line(exc)}") from None
-    except ValueError as exc:  # e.g. a chunk size that is not hex
-        raise EndpointError(f"endpoint answered malformed HTTP ({_one_line(exc)})") from None
-    finally:
-        conn.close()
-    if len(body) > MAX_RESPONSE:
+        obj = json.loads(reply.body[:4096])
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        return ""
+    msg = obj.get("error") if isinstance(obj, dict) else None
+    return f": {one_line(msg)}" if isinstance(msg, str) and msg.strip() else ""
+
+
+def _post(endpoint: Endpoint, payload: bytes, headers: dict[str, str], timeout: float,
+          deadline: Deadline) -> Reply:
+    """One POST, no redirects; _Transient, DeadlinePassed or EndpointError on failure."""
+    try:
+        reply = request("POST", endpoint.scheme, endpoint.host, endpoint.port, endpoint.target,
+                        payload, {"Content-Type": "application/json", **headers}, timeout,
+                        deadline, MAX_RESPONSE)
+    except TransportError as exc:
+        if exc.kind == "timeout":
+            raise _Transient(f"endpoint did not answer within {exc.detail}") from None
+        if exc.kind == "unreachable":
+            raise _Transient(f"cannot reach endpoint: {exc.detail}") from None
+        raise EndpointError(f"endpoint answered malformed HTTP ({exc.detail})") from None
+    status = reply.status
+    if 300 <= status < 400:
+        where = one_line(reply.header("Location") or "")[:120]
+        raise EndpointError(f"endpoint answered a redirect (HTTP {status} to "
+                            f"{where!r}); redirects are not followed: give the final URL")
+    if status in TRANSIENT_STATUS:
+        raise _Transient(f"endpoint answered HTTP {status} {reply.reason}")
+    if status != 200:
+        raise EndpointError(f"endpoint answered HTTP {status} {reply.reason}"
+                            f"{_server_message(reply)}")
+    if len(reply.body) > MAX_RESPONSE:
         raise EndpointError(f"response larger than {MAX_RESPONSE} bytes")
-    return body
+    return reply
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(getattr(exc, "reason", None) or exc or type(exc).__name__).split())
-    return text[:200]
-
-
-def _post_with_retries(endpoint: Endpoint, payload: bytes, opts: ClientOptions,
-                       deadline: _Deadline) -> bytes:
+def _post_with_retries(endpoint: Endpoint, payload: bytes, headers: dict[str, str],
+                       opts: ClientOptions, deadline: Deadline) -> Reply:
     delay = opts.backoff
     for attempt in range(opts.retries + 1):
         try:
-            return _post(endpoint, payload, opts.timeout, deadline)
+            return _post(endpoint, payload, headers, opts.timeout, deadline)
         except _Transient as exc:
             if attempt == opts.retries:
                 raise EndpointError(f"{exc} ({opts.retries + 1} attempts)") from None
-        time.sleep(max(0.0, min(delay, deadline.left())))
+        deadline.sleep(delay)
         delay *= 2
     raise EndpointError("endpoint unreachable")  # not reached: the loop returns or raises
+
+
+def run_batches(endpoint: Endpoint, x: np.ndarray, opts: ClientOptions,
+                encode: Callable[[np.ndarray], tuple[bytes, dict[str, str]]],
+                decode: Callable[[Reply, int], np.ndarray], who: str) -> np.ndarray:
+    """Every batch of ``x`` sent and answered under one deadline, for any protocol.
+
+    ``encode(batch) -> (body, headers)``; ``decode(reply, n) -> answers`` raises
+    ``EndpointError``. The deadline covers every request, retry and backoff.
+    """
+    deadline = Deadline(opts.deadline)
+    answers = []
+    for start in range(0, len(x), opts.batch_size):  # bounded: len(x) <= max_queries
+        batch = x[start : start + opts.batch_size]
+        payload, headers = encode(batch)
+        try:
+            reply = _post_with_retries(endpoint, payload, headers, opts, deadline)
+        except DeadlinePassed:
+            raise EndpointError(f"the endpoint did not finish answering within the deadline "
+                                f"of {opts.deadline:g} s ({start} of {len(x)} inputs "
+                                "answered)") from None
+        answers.append(decode(reply, len(batch)))
+    return join_answers(answers, who)
 
 
 def _answers_of(body: bytes, expected: int, classes: int) -> np.ndarray:
@@ -272,22 +244,15 @@ def query_answers(suspect: str, x: np.ndarray, classes: int, opts: ClientOptions
     if adapter.resolve_protocol(urllib.parse.urlsplit(endpoint.url).path) == "kserve-v2":
         from ticketmark.ownership.trigger.kserve import query_answers_v2
 
-        return query_answers_v2(endpoint.url, x, classes, opts, adapter)
+        return query_answers_v2(endpoint, x, classes, opts, adapter)
     if opts.adapter is not None:
         x = adapter.apply(x)
-    deadline = _Deadline(opts.deadline)
-    answers = []
-    for start in range(0, len(x), opts.batch_size):  # bounded: len(x) <= max_queries
-        batch = x[start : start + opts.batch_size]
-        payload = json.dumps({"npy": encode_npy(batch), "top_k": classes}).encode()
-        try:
-            body = _post_with_retries(endpoint, payload, opts, deadline)
-        except _DeadlinePassed:
-            raise EndpointError(f"the endpoint did not finish answering within the deadline "
-                                f"of {opts.deadline:g} s ({start} of {len(x)} inputs "
-                                "answered)") from None
-        answers.append(_answers_of(body, len(batch), classes))
-    return join_answers(answers, "endpoint")
+
+    def encode(batch: np.ndarray) -> tuple[bytes, dict[str, str]]:
+        return json.dumps({"npy": encode_npy(batch), "top_k": classes}).encode(), {}
+
+    return run_batches(endpoint, x, opts, encode,
+                       lambda reply, n: _answers_of(reply.body, n, classes), "endpoint")
 
 
 def join_answers(answers: list[np.ndarray], who: str) -> np.ndarray:
