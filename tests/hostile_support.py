@@ -117,7 +117,11 @@ class HostileServer:
             def do_POST(self) -> None:  # noqa: N802
                 self._count()
                 length = min(int(self.headers.get("Content-Length", 0)), 1 << 24)
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw or b"{}")
+                except ValueError:  # not JSON (a time-stamp query, a binary tensor)
+                    body = {}
                 n = _batch_size(body)
                 answer(self, n)
 

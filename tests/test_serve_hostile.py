@@ -235,10 +235,13 @@ def test_keep_alive_client_gets_answers_on_one_connection(served):
 
 
 def test_unknown_routes_and_model_names_are_json_404(served):
+    """A 404 names what the server does serve (issue 29: suggest the model's name)."""
     assert _post(served.base + "/v2/models/other/infer", b"{}") == (
-        404, {"error": "no model named 'other' (this server has 'ticket')"})
+        404, {"error": "no model named 'other'; this server has 'ticket' "
+                       "(POST /v2/models/ticket/infer)"})
     got, obj = _post(served.base + "/nothing", b"{}")
     assert got == 404 and "no such endpoint" in obj["error"]
+    assert "/v2/models/ticket/infer" in obj["error"] and "/predict" in obj["error"]
 
 
 def test_threads_do_not_grow_with_requests(served):

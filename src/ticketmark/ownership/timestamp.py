@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import urllib.error
-import urllib.request
+import urllib.parse
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +72,42 @@ def check_tsa_url(url: str) -> str:
     return url
 
 
+MAX_REPLY = 1 << 20
+
+
+def _post_query(url: str, query: bytes, timeout: float) -> bytes:
+    """POST the query through ``ticketmark.transport``: ``timeout`` bounds each socket
+    operation and, as one ``Deadline``, the whole exchange (a TSA that drips its reply is
+    cut off); redirects are not followed."""
+    from ticketmark.transport import Deadline, DeadlinePassed, TransportError, request
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise TicketmarkError(f"--tsa is not a valid URL: {url[:200]!r} ({exc})") from None
+    if not parts.hostname:
+        raise TicketmarkError(f"--tsa is not a valid URL: {url[:200]!r}")
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        reply = request("POST", parts.scheme, parts.hostname, port, target, query,
+                        {"Content-Type": "application/timestamp-query"}, timeout,
+                        Deadline(timeout), MAX_REPLY)
+    except DeadlinePassed:
+        raise TicketmarkError(f"time-stamp authority {url} did not answer within "
+                              f"{timeout:g} s") from None
+    except TransportError as exc:
+        raise TicketmarkError(f"time-stamp authority {url} did not answer ({exc.kind}: "
+                              f"{exc.detail})") from None
+    if reply.status != 200:
+        raise TicketmarkError(f"time-stamp authority {url} did not answer (HTTP "
+                              f"{reply.status} {reply.reason})")
+    if len(reply.body) > MAX_REPLY:
+        raise TicketmarkError(f"time-stamp authority {url} answered more than {MAX_REPLY} "
+                              "bytes")
+    return reply.body
+
+
 def request_token(digest: bytes, url: str, timeout: float = 30.0) -> bytes:
     """Ask the TSA at ``url`` for a token over ``digest``; return the token's DER.
 
@@ -88,13 +123,7 @@ def request_token(digest: bytes, url: str, timeout: float = 30.0) -> bytes:
         "nonce": nonce,
         "cert_req": True,
     })
-    http = urllib.request.Request(url, data=req.dump(), method="POST",
-                                  headers={"Content-Type": "application/timestamp-query"})
-    try:
-        with urllib.request.urlopen(http, timeout=timeout) as resp:  # noqa: S310 (checked)
-            body = resp.read(1 << 20)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise TicketmarkError(f"time-stamp authority {url} did not answer ({exc})") from None
+    body = _post_query(url, req.dump(), timeout)
     try:
         reply = tsp.TimeStampResp.load(body)
         status = reply["status"]["status"].native

@@ -18,7 +18,9 @@ Peak memory is about ``max_pending`` bodies plus ``workers`` parsed batches.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import zlib
 from typing import Any
 
 import anyio
@@ -70,10 +72,16 @@ class Predictor:
                             for ri, rv in zip(idx.tolist(), vals.tolist(), strict=True)]
         return out
 
-    def v2(self, body: bytes, max_batch: int) -> dict[str, Any]:
-        """``POST /v2/models/{name}/infer``."""
-        x, names, rid = oip.decode_request(body, self.input_shape, max_batch)
-        return oip.encode_response(self.name, self.logits(x), names, rid)
+    def v2(self, body: bytes, max_batch: int, header_length: str | None = None
+           ) -> dict[str, Any] | Response:
+        """``POST /v2/models/{name}/infer``, JSON or binary tensors (``oip``)."""
+        x, names, rid = oip.decode_request(body, self.input_shape, max_batch, header_length)
+        head, binary = oip.encode_response(self.name, self.logits(x), names, rid)
+        if not binary:
+            return head
+        text = json.dumps(head, separators=(",", ":")).encode()
+        return Response(text + binary, media_type="application/octet-stream",
+                        headers={oip.BINARY_HEADER: str(len(text))})
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -99,7 +107,25 @@ async def _read_body(request: Request, limits: Limits) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         raise BadRequest(408, f"body not received within {limits.timeout:g} s") from None
-    return b"".join(chunks)
+    return _decoded(b"".join(chunks), request.headers.get("content-encoding"), limits)
+
+
+def _decoded(body: bytes, encoding: str | None, limits: Limits) -> bytes:
+    """A gzip/deflate request body inflated, never past ``max_body`` (no zip bombs)."""
+    kind = (encoding or "identity").strip().lower()
+    if kind == "identity":
+        return body
+    if kind not in ("gzip", "deflate"):
+        raise BadRequest(415, f"Content-Encoding {kind[:20]!r} is not accepted (gzip, "
+                              "deflate or none)")
+    inflater = zlib.decompressobj(wbits=31 if kind == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limits.max_body + 1)
+    except zlib.error:
+        raise BadRequest(400, f"body is not valid {kind} data") from None
+    if len(out) > limits.max_body or inflater.unconsumed_tail:
+        raise BadRequest(413, f"body inflates beyond the limit {limits.max_body}")
+    return out
 
 
 def make_app(predictor: Predictor, limits: Limits | None = None) -> Starlette:
@@ -117,7 +143,7 @@ def make_app(predictor: Predictor, limits: Limits | None = None) -> Starlette:
             body = await _read_body(request, limits)
             result = await anyio.to_thread.run_sync(work, body, limits.max_batch,
                                                     limiter=workers)
-            return JSONResponse(result)
+            return result if isinstance(result, Response) else JSONResponse(result)
         except BadRequest as exc:
             return _error(exc.status, str(exc))
         except ClientDisconnect:
@@ -136,15 +162,19 @@ def make_app(predictor: Predictor, limits: Limits | None = None) -> Starlette:
                              "protocols": ["ticketmark", "kserve-v2"],
                              "model_name": predictor.name})
 
+    infer_path = f"/v2/models/{predictor.name}/infer"
+
     def _model(request: Request) -> Response | None:
         name = request.path_params["name"]
         if name != predictor.name:
-            return _error(404, f"no model named {name[:100]!r} (this server has "
-                               f"{predictor.name!r})")
+            return _error(404, f"no model named {name[:100]!r}; this server has "
+                               f"{predictor.name!r} (POST {infer_path})")
         return None
 
     async def v2_infer(request: Request) -> Response:
-        return _model(request) or await run(request, predictor.v2)
+        header_length = request.headers.get(oip.BINARY_HEADER)
+        return _model(request) or await run(
+            request, lambda body, max_batch: predictor.v2(body, max_batch, header_length))
 
     async def v2_model(request: Request) -> Response:
         return _model(request) or JSONResponse(oip.metadata(
@@ -168,7 +198,8 @@ def make_app(predictor: Predictor, limits: Limits | None = None) -> Starlette:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
         if status == 404:
-            detail = f"no such endpoint {request.url.path[:200]}"
+            detail = (f"no such endpoint {request.url.path[:200]}; this server answers "
+                      f"POST /predict and POST {infer_path} (model {predictor.name!r})")
         return _error(status, str(detail))
 
     routes = [
