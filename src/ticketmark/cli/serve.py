@@ -34,7 +34,11 @@ def serve(
     max_pending: int = typer.Option(_DEFAULTS.max_pending,
                                     help="requests admitted at once (bodies in memory)"),
     max_connections: int = typer.Option(_DEFAULTS.max_connections,
-                                        help="open connections before answering 503"),
+                                        help="open connections; a new one closes the "
+                                             "oldest stalled one, else gets 503"),
+    max_per_peer: int = typer.Option(_DEFAULTS.max_per_peer,
+                                     help="open connections from one address (the same "
+                                          "rule)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log every request"),
 ) -> None:
     """Serve POST /predict and the KServe v2 routes, GET /health, until interrupted."""
@@ -45,7 +49,8 @@ def serve(
     try:
         limits = Limits(max_body=max_body, max_batch=max_batch, timeout=timeout,
                         workers=workers, max_pending=max_pending,
-                        max_connections=max_connections).validate()
+                        max_connections=max_connections,
+                        max_per_peer=max_per_peer).validate()
     except ValueError as exc:
         raise TicketmarkError(f"bad server limit: {exc}") from None
 

@@ -9,6 +9,7 @@ from ticketmark.data import DataSplits
 from ticketmark.finding import FindConfig, run_oneshot
 from ticketmark.io import Ticket, load_ticket, save_ticket
 from ticketmark.ownership.claims import make_claim, save_claim
+from ticketmark.ownership.reference import bind
 from ticketmark.ownership.dispute import Claimant, decide
 from ticketmark.ownership.keys import keygen, load_private_key, public_key_b64
 from ticketmark.ownership.signature import EmbedOptions, embed_signature, qr
@@ -58,7 +59,7 @@ def search_claim(key_path: Path, suspect: Ticket, message: str) -> Any:
     tag = qr.make_tag(public_key_b64(key), message, fp)
     plan = sig_embed.plan(mask, qr.all_masks(tag), None, 1)
     params = sig_embed.claim_params(plan, mask, tag, fp, 1)
-    return make_claim(key, "signature", fp, params, message)
+    return make_claim(key, "signature", fp, bind(params, suspect), message)
 
 
 def run_forgeries(out: Path, data: DataSplits, owner_path: Path, sig_claim: Path,
@@ -118,7 +119,7 @@ def run_forgeries(out: Path, data: DataSplits, owner_path: Path, sig_claim: Path
     labels = predict(deployed.build(), fabricated.trigger.x).argmax(1)
     fabricated_match = int((labels == fabricated.trigger.y).sum())
     claim = make_claim(thief_key, "trigger", deployed.fingerprint(),
-                       fabricated.claim_params(), "the thief")
+                       bind(fabricated.claim_params(), deployed), "the thief")
     thief_trig = save_claim(forge / "thief_trigger.claim.json", claim)
     thief_seed = save_reveal(forge / "thief_trigger.seed", fabricated.reveal)
     verdict = _verify(deployed_path, thief_trig, reveal=thief_seed)

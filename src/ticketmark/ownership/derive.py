@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,7 @@ from ticketmark.ownership.reference import load_bound_reference
 from ticketmark.ownership.signature import extract
 from ticketmark.ownership.signature.extract import align
 from ticketmark.ownership.verdict import NOT_OWNED, Verdict, VerifyOptions
+from ticketmark.ownership.wiring import reference_wiring, wiring_alignments
 
 DEFAULT_THRESHOLD = 1e-6
 LN10 = math.log(10.0)
@@ -268,9 +269,12 @@ def _log10_sf(z: float) -> float:
 
 
 def compare_layer(name: str, suspect_w: torch.Tensor, reference_w: torch.Tensor,
-                  exclude: np.ndarray | None = None) -> LayerDerivation:
-    """One layer's evidence (suspect aligned to the reference first)."""
-    perm_out, perm_in = align_channels(_norms(suspect_w).numpy(), _norms(reference_w).numpy())
+                  exclude: np.ndarray | None = None,
+                  perms: tuple[np.ndarray, np.ndarray] | None = None) -> LayerDerivation:
+    """One layer's evidence (suspect aligned to the reference first: on magnitudes, or by
+    ``perms`` found elsewhere, e.g. through the wiring without this layer)."""
+    perm_out, perm_in = perms if perms is not None else align_channels(
+        _norms(suspect_w).numpy(), _norms(reference_w).numpy())
     s = suspect_w.detach().to(torch.float64).numpy()[perm_out][:, perm_in]
     r = reference_w.detach().to(torch.float64).numpy()
     moved = int((perm_out != np.arange(len(perm_out))).sum()
@@ -345,9 +349,19 @@ def derive(suspect: dict[str, torch.Tensor], reference: Ticket,
         raise TicketmarkError("the suspect shares no conv or linear layer (same name and "
                               "shape) with the reference: another architecture")
     exclude = exclude or {}
+    wiring = reference_wiring(reference.model_name, reference.in_channels,
+                              reference.num_classes, reference.image_size)
     results = {}
     for target, weights in targets.items():
-        rows = [compare_layer(k, suspect[k], weights[k], exclude.get(k)) for k in names]
+        wired = wiring_alignments(suspect, weights, wiring)
+        rows = []
+        for k in names:
+            row = compare_layer(k, suspect[k], weights[k], exclude.get(k))
+            if k in wired:  # the better of two alignments, at twice its p
+                alt = compare_layer(k, suspect[k], weights[k], exclude.get(k), wired[k])
+                best = min(row, alt, key=lambda r: r.log10_p)
+                row = replace(best, log10_p=min(0.0, best.log10_p + math.log10(2)))
+            rows.append(row)
         results[target] = rows
     log10 = {t: _combine(rows) for t, rows in results.items()}
     target = min(log10, key=lambda t: log10[t])

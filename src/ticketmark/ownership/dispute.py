@@ -18,10 +18,16 @@ Evidence (every item is reported in ``dispute.json``):
 
 Rule:
 
-1. A claimant is *linked* to the model if it has standing and the model was derived from
-   its reference (without a reference, or for a model behind an API: if its claim
-   verifies on the model). A claim that verifies on a model not derived from its reference
-   is reported as "carries the code, not derived" and does not link.
+1. A claimant is *linked* to the model if it has standing and one of:
+   the model was derived from its reference (weights); the model carries the claim's
+   *secret* marks in its own channel order (a trigger set, or the signature's hidden bits:
+   committed, not published, until the reveal, so nobody could plant them); or the hidden
+   bits pass once the model is re-aligned to the claimant's reference *and* that claim's
+   trusted time-stamp is earlier than the rival's (a re-alignment frame is the claimant's
+   choice; trusted time shows it was fixed first). Without a reference, or for a model
+   behind an API: if its claim verifies on the model. A public QR code in a model not
+   derived from the reference is reported as "carries the code, not derived" and does not
+   link (anyone can plant one).
 2. Neither linked: undecided. One linked: that claimant wins.
 3. Both linked: if one's credential is in the other's reference and not the reverse, the
    credential's owner holds the original (the other reference was made from a ticket that
@@ -34,6 +40,7 @@ Rule:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +51,7 @@ from ticketmark.io.suspect import load_suspect_weights
 from ticketmark.ownership.claims import Claim, load_claim
 from ticketmark.ownership.derive import DEFAULT_THRESHOLD, Derivation, code_blocks, derive
 from ticketmark.ownership.reference import load_bound_reference
+from ticketmark.ownership.signature import hidden
 from ticketmark.ownership.timestamp import TimestampCheck, check_claim_token, token_path
 from ticketmark.ownership.verdict import Verdict, VerifyOptions
 
@@ -151,19 +159,32 @@ def decide(model: str | Path, claimants: list[Claimant], threshold: float | None
         res.derivation["B's reference from A's reference"] = related.to_json()
 
     # 1. Links.
+    secret = [_secret_marks(v) for v in res.verdicts]
+    framed = [_framed_hidden(v) and _first_in_time(times, i) for i, v in
+              enumerate(res.verdicts)]
     linked = []
     for i in range(2):
         n = NAMES[i]
+        d = derived[i]
         if not standing[i]:
             linked.append(False)
             res.steps.append(f"claim {n} does not verify on its own reference: dismissed")
-        elif derived[i] is not None:
-            d = derived[i]
-            linked.append(d.derived)
-            if d.derived:
-                res.steps.append(f"the model was derived from {n}'s reference "
-                                 f"(p = {_p(d)})")
-            elif holds[i]:
+        elif d is not None and d.derived:
+            linked.append(True)
+            res.steps.append(f"the model was derived from {n}'s reference (p = {_p(d)})")
+        elif secret[i]:
+            linked.append(True)
+            res.steps.append(f"the model carries {n}'s {secret[i]}, secret until the reveal: "
+                             f"nobody without {n}'s marked ticket could have put them there"
+                             + (f" (weight derivation alone: p = {_p(d)})" if d else ""))
+        elif framed[i]:
+            linked.append(True)
+            res.steps.append(f"{n}'s hidden bits read in the model re-aligned to {n}'s "
+                             f"reference ({_realigned(res.verdicts[i])}); that frame was fixed "
+                             f"by {n}'s claim, time-stamped before {NAMES[1 - i]}'s")
+        elif d is not None:
+            linked.append(False)
+            if holds[i]:
                 res.steps.append(f"claim {n}: the model carries the code, not derived from "
                                  f"{n}'s reference (p = {_p(d)}): a planted or copied code")
             else:
@@ -223,6 +244,46 @@ def decide(model: str | Path, claimants: list[Claimant], threshold: float | None
     return _done(res, w, f"{why}; {NAMES[w]}'s claim was time-stamped first "
                          f"({times[w].time}, {NAMES[1 - w]}'s at {times[1 - w].time}): "
                          f"{NAMES[1 - w]}'s ticket cannot predate the one it was made from")
+
+
+def _secret_marks(verdict: Verdict) -> str:
+    """Which of the claim's secret marks the model carries in its own frame ('' if none):
+    a trigger set, or the signature's hidden bits. Their positions and answers were
+    committed, not published, until the reveal, so unlike a QR code (public, plantable)
+    they show the model came from the claimant's marked ticket."""
+    if not verdict.owned:
+        return ""
+    if verdict.scheme == "trigger":
+        return "trigger set"
+    lp = verdict.evidence.get("hidden_log10_p")
+    if isinstance(lp, float) and lp < math.log10(hidden.THRESHOLD):
+        return "hidden signature bits"
+    return ""
+
+
+def _framed_hidden(verdict: Verdict) -> bool:
+    """The hidden bits pass the threshold once the model is re-aligned to the claimant's
+    reference (at twice the p: two readings). That frame is the claimant's choice, so it
+    counts only when trusted time fixed it first (``_first_in_time``)."""
+    r = verdict.evidence.get("hidden_realigned")
+    if verdict.scheme != "signature" or not isinstance(r, dict):
+        return False
+    return float(r["log10_p_if_frame_were_fixed"]) + math.log10(2) < \
+        math.log10(hidden.THRESHOLD)
+
+
+def _realigned(verdict: Verdict) -> str:
+    r = verdict.evidence.get("hidden_realigned", {})
+    return (f"{r.get('agree')}/{r.get('read')} agree, p = "
+            f"{10.0 ** (float(r.get('log10_p_if_frame_were_fixed', 0.0)) + math.log10(2)):.3g}")
+
+
+def _first_in_time(times: list[TimestampCheck], i: int) -> bool:
+    """Claim i carries a valid trusted time-stamp and the other claim none earlier."""
+    mine, other = times[i], times[1 - i]
+    if not mine.valid or mine.when is None:
+        return False
+    return not other.valid or other.when is None or mine.when < other.when
 
 
 def _p(d: Derivation | None) -> str:

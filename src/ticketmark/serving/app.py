@@ -8,11 +8,14 @@ Routes:
   Protocol (KServe v2, ``oip``), so standard clients and ``verify`` speak to it alike.
 
 Why it is built this way: a prediction server in this project is also a target (and a
-stand-in for the thief's), so each request is bounded before it costs anything. A request is
-admitted only while fewer than ``max_pending`` are (others wait up to ``timeout``, then 503),
-its body is read against a deadline and a byte limit (408, 413), and parsing plus inference
-run on ``workers`` threads so the event loop keeps accepting and timing out connections.
-Peak memory is about ``max_pending`` bodies plus ``workers`` parsed batches.
+stand-in for the thief's), so each request is bounded before it costs anything. Its body is
+read against a deadline and a byte limit (408, 413), and counted as it arrives against one
+budget for every body in memory (``max_pending`` x ``max_body``; past it, 503). Only a
+complete body is admitted to the queue for the workers (fewer than ``max_pending`` at once;
+others wait up to ``timeout``, then 503), so clients that send their bodies slowly hold
+memory they actually sent, never a queue slot that legitimate requests wait for. Parsing
+plus inference run on ``workers`` threads so the event loop keeps accepting and timing out
+connections. Peak memory is about ``max_pending`` bodies plus ``workers`` parsed batches.
 """
 
 from __future__ import annotations
@@ -90,24 +93,52 @@ def _error(status: int, message: str) -> JSONResponse:
                         headers={"Connection": "close"})
 
 
-async def _read_body(request: Request, limits: Limits) -> bytes:
+class _Budget:
+    """Bytes of request bodies held in memory, for all requests (event-loop thread only)."""
+
+    def __init__(self, total: int):
+        self.total, self.used = total, 0
+
+    def take(self, n: int) -> None:
+        if self.used + n > self.total:
+            raise BadRequest(503, f"busy: request bodies in memory reach {self.total} bytes")
+        self.used += n
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
+async def _read_body(request: Request, limits: Limits, budget: _Budget) -> tuple[bytes, int]:
+    """The (decoded) body and the bytes of ``budget`` it holds; nothing held on failure."""
     raw = request.headers.get("content-length")
     if raw is not None:
         if not raw.isdigit() or len(raw) > 18:
             raise BadRequest(400, "Content-Length is not a non-negative integer")
         if int(raw) > limits.max_body:
             raise BadRequest(413, f"body of {raw} bytes exceeds the limit {limits.max_body}")
-    chunks, size = [], 0
+    chunks, size, held = [], 0, 0
     try:
-        async with asyncio.timeout(limits.timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limits.max_body:
-                    raise BadRequest(413, f"body exceeds the limit {limits.max_body}")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise BadRequest(408, f"body not received within {limits.timeout:g} s") from None
-    return _decoded(b"".join(chunks), request.headers.get("content-encoding"), limits)
+        try:
+            async with asyncio.timeout(limits.timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limits.max_body:
+                        raise BadRequest(413, f"body exceeds the limit {limits.max_body}")
+                    budget.take(len(chunk))
+                    held += len(chunk)
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise BadRequest(408, f"body not received within {limits.timeout:g} s") from None
+        body = b"".join(chunks)
+        chunks.clear()
+        decoded = _decoded(body, request.headers.get("content-encoding"), limits)
+        if decoded is not body:
+            budget.take(len(decoded))
+            held += len(decoded)
+        return decoded, held
+    except BaseException:
+        budget.give(held)
+        raise
 
 
 def _decoded(body: bytes, encoding: str | None, limits: Limits) -> bytes:
@@ -131,18 +162,23 @@ def _decoded(body: bytes, encoding: str | None, limits: Limits) -> bytes:
 def make_app(predictor: Predictor, limits: Limits | None = None) -> Starlette:
     limits = (limits or Limits()).validate()
     admitted = asyncio.Semaphore(limits.max_pending)
+    bodies = _Budget(limits.max_pending * limits.max_body)
     workers = anyio.CapacityLimiter(limits.workers)
 
     async def run(request: Request, work: Any) -> Response:
+        held = 0
         try:
-            async with asyncio.timeout(limits.timeout):
-                await admitted.acquire()
-        except TimeoutError:
-            return _error(503, f"busy: no free slot within {limits.timeout:g} s")
-        try:
-            body = await _read_body(request, limits)
-            result = await anyio.to_thread.run_sync(work, body, limits.max_batch,
-                                                    limiter=workers)
+            body, held = await _read_body(request, limits, bodies)
+            try:
+                async with asyncio.timeout(limits.timeout):
+                    await admitted.acquire()
+            except TimeoutError:
+                return _error(503, f"busy: no free slot within {limits.timeout:g} s")
+            try:
+                result = await anyio.to_thread.run_sync(work, body, limits.max_batch,
+                                                        limiter=workers)
+            finally:
+                admitted.release()
             return result if isinstance(result, Response) else JSONResponse(result)
         except BadRequest as exc:
             return _error(exc.status, str(exc))
@@ -151,7 +187,7 @@ def make_app(predictor: Predictor, limits: Limits | None = None) -> Starlette:
         except Exception as exc:  # noqa: BLE001 - answer, never a traceback to the log
             return _error(500, f"internal error ({type(exc).__name__})")
         finally:
-            admitted.release()
+            bodies.give(held)
 
     async def predict(request: Request) -> Response:
         return await run(request, predictor.own)

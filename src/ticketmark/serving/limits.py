@@ -17,13 +17,14 @@ class Limits:
     timeout: float = 10.0  # s: request headers, body, and the wait for a free slot
     workers: int = 2  # threads parsing bodies and running the model
     max_pending: int = 16  # requests admitted at once (their bodies are in memory)
-    max_connections: int = 256  # open connections; beyond it requests get 503
+    max_connections: int = 256  # open connections; a newcomer closes a stalled one
+    max_per_peer: int = 64  # open connections from one address (same eviction)
     backlog: int = 1024  # listen queue: bursts of new connections wait, not reset
     keep_alive: float = 5.0  # s an idle keep-alive connection stays open
 
     def validate(self) -> Limits:
         for name in ("max_body", "max_batch", "workers", "max_pending", "max_connections",
-                     "backlog"):
+                     "max_per_peer", "backlog"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if not self.timeout > 0 or not self.keep_alive > 0:

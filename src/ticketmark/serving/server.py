@@ -1,11 +1,19 @@
 """uvicorn serving the prediction app (``app``) on 127.0.0.1.
 
 The socket is bound here, before uvicorn starts, so port 0 resolves to a known free port and
-a port in use fails at once with ``OSError``. Beyond uvicorn's own limits (connections,
-keep-alive, header size, listen backlog) this adds the one it lacks: a deadline for a
-connection's request headers, so clients that open a connection and drip (or send nothing)
-are closed instead of held forever; and TCP_NODELAY on every accepted connection, so small
-responses are not held back by Nagle's algorithm.
+a port in use fails at once with ``OSError``. Beyond uvicorn's own limits (keep-alive, header
+size, listen backlog) this adds what it lacks against slow clients:
+
+* a deadline for a connection's request headers, so clients that open a connection and drip
+  (or send nothing) are closed instead of held forever;
+* connection slots that slow clients cannot hold: at ``max_connections`` open connections
+  (or ``max_per_peer`` from one address), a new connection closes the oldest one that is
+  not in a request (waiting for its headers, or idle between requests), else the oldest
+  still sending its body after a second; only when every connection is answering is the
+  new one refused (503). uvicorn's own limit refused new requests instead, so 300
+  slowloris connections kept legitimate clients at 503 (issue 30);
+* TCP_NODELAY on every accepted connection, so small responses are not held back by
+  Nagle's algorithm.
 
 ``make_server`` / ``serve_in_thread`` / ``shutdown`` / ``server_close`` keep the interface of
 the stdlib server this replaced, for tests, the demo and in-process verification.
@@ -18,6 +26,7 @@ import logging
 import socket
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 import uvicorn
@@ -33,8 +42,25 @@ __all__ = ["HOST", "MAX_BATCH", "MAX_BODY", "Limits", "PredictionServer", "make_
            "serve_in_thread"]
 
 
+BUSY_503 = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            b"content-length: 52\r\nconnection: close\r\n\r\n"
+            b'{"error": "busy: every connection is being answered"}')
+SLOW_BODY_GRACE = 1.0  # s a request may take to send its body before it can be evicted
+
+
+class _Slots:
+    """Connection accounting shared by one server's connections (one event loop thread)."""
+
+    def __init__(self, max_connections: int, max_per_peer: int):
+        self.max_connections, self.max_per_peer = max_connections, max_per_peer
+        self.peers: Counter[str] = Counter()
+        self.evicted = 0
+        self.refused = 0
+
+
 class _HeaderDeadlineH11(H11Protocol):
-    """h11 connection that closes if a request's headers are not complete in time.
+    """h11 connection that closes if a request's headers are not complete in time, and
+    makes room for itself by closing the oldest connection that is not being answered.
 
     The deadline starts when the connection opens and again after every response; it is
     met once a new request cycle has started (headers parsed). uvicorn's keep-alive timer
@@ -43,25 +69,84 @@ class _HeaderDeadlineH11(H11Protocol):
     """
 
     header_timeout = 10.0
+    slots: _Slots | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._since = time.monotonic()
+        self._peer = self.client[0] if self.client else ""
+        self._counted = False
         # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, which an
         # accepted socket of a plain socket() is not (proto 0): set it here, or every
         # response waits ~40 ms for the client's delayed ACK (Nagle).
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not self._admit():
+            return
         self._arm()
+
+    def _admit(self) -> bool:
+        """Take a slot, evicting a stalled connection if need be; False: refused (503)."""
+        slots = self.slots
+        if slots is None:
+            return True
+        if slots.peers[self._peer] >= slots.max_per_peer:
+            self._evict(lambda c: c._peer == self._peer)
+        if len(self.connections) > slots.max_connections:
+            self._evict(lambda c: True)
+        if slots.peers[self._peer] >= slots.max_per_peer or \
+                len(self.connections) > slots.max_connections:
+            slots.refused += 1
+            self.transport.write(BUSY_503)
+            self.transport.close()
+            return False
+        slots.peers[self._peer] += 1
+        self._counted = True
+        return True
+
+    def _stalled(self, now: float) -> tuple[int, float] | None:
+        """(preference, start) if this connection may be closed for a newcomer."""
+        if not getattr(self, "_counted", False) or self.transport.is_closing():
+            return None
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            return (0, self._since)  # waiting for headers, or idle between requests
+        if cycle.more_body and now - self._since > SLOW_BODY_GRACE:
+            return (1, self._since)  # still sending its body after the grace period
+        return None
+
+    def _evict(self, which: Any) -> None:
+        now = time.monotonic()
+        best, victim = None, None
+        for conn in list(self.connections):
+            if conn is self or not isinstance(conn, _HeaderDeadlineH11) or not which(conn):
+                continue
+            key = conn._stalled(now)
+            if key is not None and (best is None or key < best):
+                best, victim = key, conn
+        if victim is not None and self.slots is not None:
+            self.slots.evicted += 1
+            victim._release()
+            victim.transport.close()
+
+    def _release(self) -> None:
+        if getattr(self, "_counted", False) and self.slots is not None:
+            self._counted = False
+            self.slots.peers[self._peer] -= 1
+            if self.slots.peers[self._peer] <= 0:
+                del self.slots.peers[self._peer]
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        self._since = time.monotonic()
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         deadline = getattr(self, "_header_deadline", None)
         if deadline is not None:
             deadline.cancel()
+        self._release()
         super().connection_lost(exc)
 
     def _arm(self) -> None:
@@ -80,8 +165,9 @@ class _HeaderDeadlineH11(H11Protocol):
             self.transport.close()
 
 
-def _protocol_class(header_timeout: float) -> type[H11Protocol]:
-    return type("HeaderDeadlineH11", (_HeaderDeadlineH11,), {"header_timeout": header_timeout})
+def _protocol_class(header_timeout: float, slots: _Slots | None = None) -> type[H11Protocol]:
+    return type("HeaderDeadlineH11", (_HeaderDeadlineH11,), {"header_timeout": header_timeout,
+                                                            "slots": slots})
 
 
 class PredictionServer:
@@ -101,10 +187,13 @@ class PredictionServer:
         self.server_address = self.socket.getsockname()
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
             logging.getLogger(name).setLevel(logging.ERROR if quiet else logging.INFO)
+        self.slots = _Slots(limits.max_connections, limits.max_per_peer)
         config = uvicorn.Config(
-            make_app(predictor, limits), http=_protocol_class(limits.timeout),
+            make_app(predictor, limits), http=_protocol_class(limits.timeout, self.slots),
             lifespan="off", log_config=None, access_log=not quiet, server_header=False,
-            limit_concurrency=limits.max_connections, backlog=limits.backlog,
+            # Connections are bounded by _Slots (evicting stalled ones); uvicorn's limit
+            # would refuse requests instead, so it only backs that up.
+            limit_concurrency=limits.max_connections + 2, backlog=limits.backlog,
             timeout_keep_alive=int(max(1, limits.keep_alive)),
             timeout_graceful_shutdown=2, h11_max_incomplete_event_size=MAX_HEADER_BYTES)
         self._server = uvicorn.Server(config)
