@@ -44,13 +44,39 @@ def conv_ticket(tmp_path_factory) -> Path:
     return _find(tmp_path_factory.mktemp("conv_ticket"), "conv2", 1, 0.5, 3)
 
 
+_ZYGOTE = None
+
+
+def _zygote():
+    """The forking runner (tests/cli_zygote.py), started on first use; None if off."""
+    global _ZYGOTE
+    if _ZYGOTE is None and hasattr(os, "fork") and os.environ.get(
+            "TICKETMARK_TESTS_FORK", "1") != "0":
+        import atexit
+
+        from tests.cli_zygote import Zygote
+
+        _ZYGOTE = Zygote()
+        atexit.register(_ZYGOTE.close)
+    return _ZYGOTE
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
-            env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m ticketmark ARGS`` as a user would, capturing both streams."""
+            env: dict | None = None, fork: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python -m ticketmark ARGS`` as a user would, capturing both streams.
+
+    Each command is its own process with its own environment, working directory and umask.
+    By default it is forked from a process that has already imported torch and the other
+    slow libraries (tests/cli_zygote.py: about 1.5 s saved per command); ``fork=False``
+    (or ``TICKETMARK_TESTS_FORK=0`` for the whole run) starts a fresh interpreter instead.
+    """
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "ticketmark", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=timeout,
-                          env=full_env)
+    argv = ["-m", "ticketmark", *map(str, args)]
+    zygote = _zygote() if fork else None
+    if zygote is not None:
+        return zygote.run(argv[2:], cwd, full_env, timeout)
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env=full_env)
 
 
 def one_line_error(res: subprocess.CompletedProcess, code: int = 2) -> str:
