@@ -58,10 +58,9 @@ def launder(release: Ticket, claim, data, prune: dict, adam: bool = False) -> Ti
     t = apply_attack(t, "prune", prune, data)
     t = apply_attack(t, "permute", {"seed": 11}, data)
     t = adam_finetune(t, data, 2) if adam else apply_attack(
-        t, "finetune", {"mode": "all", "epochs": 3}, data)
+        t, "finetune", {"mode": "all", "epochs": 3, "keep_mask": True}, data)
     # Those weights become the rewind point, so the thief's embed retrains from them.
-    return dataclasses.replace(t, rewind={k: v.clone() for k, v in t.state.items()
-                                          if k in t.mask})
+    return dataclasses.replace(t, rewind={k: v.clone() for k, v in t.state.items()})
 
 
 def scene(root: Path, resnet_ticket: Path, data, prune: dict, adam: bool = False) -> dict:

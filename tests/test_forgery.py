@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from tests.conftest import one_line_error, run_cli
-from tests.forgery_support import crafted_claim
 from ticketmark.attacks import finetune
+from ticketmark.attacks.forge import crafted_claim
 from ticketmark.errors import TicketmarkError
 from ticketmark.finding import FindConfig, run_imp
 from ticketmark.io import Ticket, load_ticket, save_ticket

@@ -1,4 +1,5 @@
-"""A forger's tools, written the way a thief who read our code would write them.
+"""Forged ownership claims: the forger's side of ``verify``, written as a thief who read our
+code would write it, so that benchmarks and tests attack the verifier with it.
 
 The forger never embedded anything into the suspect. He signs a claim for a code of his own
 and builds a "reference" (and so the claim's channel fingerprints) out of the suspect's own
@@ -22,6 +23,8 @@ from ticketmark.ownership.signature import canonical, extract, placement, qr
 from ticketmark.ownership.signature.embed import layer_connectivity
 from ticketmark.ownership.signature.permutation import best_frame
 from ticketmark.sparsity import Mask
+
+__all__ = ["crafted_claim"]
 
 
 def _complete(chosen: np.ndarray, start: int, size: int) -> np.ndarray:
