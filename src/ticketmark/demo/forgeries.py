@@ -9,9 +9,9 @@ from ticketmark.data import DataSplits
 from ticketmark.finding import FindConfig, run_oneshot
 from ticketmark.io import Ticket, load_ticket, save_ticket
 from ticketmark.ownership.claims import make_claim, save_claim
-from ticketmark.ownership.reference import bind
 from ticketmark.ownership.dispute import Claimant, decide
 from ticketmark.ownership.keys import keygen, load_private_key, public_key_b64
+from ticketmark.ownership.reference import bind
 from ticketmark.ownership.signature import EmbedOptions, embed_signature, qr
 from ticketmark.ownership.signature import embed as sig_embed
 from ticketmark.ownership.trigger.commitment import save_reveal
