@@ -1,13 +1,14 @@
 """A forking CLI runner for the tests (not a test module).
 
-Every ``python -m ticketmark ...`` a test starts spends about 1.5 s importing torch, numpy
-and scipy before ticketmark runs a line; the suite starts around a hundred of them. This
-helper is one long-lived Python process (the *zygote*) that imports those libraries once
-and then forks a child per command. The child is a separate process like any other: it
-takes the test's arguments, environment, working directory and umask, imports
-``ticketmark`` afresh (nothing of ticketmark is imported in the zygote, so its import-time
-behaviour is what a real run sees), runs ``python -m ticketmark`` through ``runpy`` with
-stdin from /dev/null and stdout/stderr to files, and exits with the command's exit code.
+Every ``python -m ticketmark ...`` a test starts spends 1.5 to 4 s importing torch (and,
+once it trains, torch._dynamo), numpy, scipy and matplotlib before ticketmark does its
+work; the suite starts around a hundred of them. This helper is one long-lived Python
+process (the *zygote*) that imports those libraries once and then forks a child per
+command. The child is a separate process like any other: it takes the test's arguments,
+environment, working directory and umask, imports ``ticketmark`` afresh (nothing of
+ticketmark is imported in the zygote, so its import-time behaviour is what a real run
+sees), runs ``python -m ticketmark`` through ``runpy`` with stdin from /dev/null and
+stdout/stderr to files, and exits with the command's exit code.
 
 ``tests.conftest.run_cli`` uses it when ``os.fork`` exists and ``TICKETMARK_TESTS_FORK`` is
 not ``0``; ``tests/test_cli_runner.py`` checks that it answers as a real subprocess does.
@@ -28,8 +29,10 @@ import threading
 from pathlib import Path
 
 # What the zygote imports before forking: the slow third-party libraries, never ticketmark.
-PRELOAD = ("torch", "numpy", "scipy.special", "scipy.stats", "safetensors.torch",
-           "cryptography.hazmat.primitives.asymmetric.ed25519")
+# torch._dynamo alone is 2 s: torch.optim imports it when the first optimizer is built.
+PRELOAD = ("torch", "torch._dynamo", "torch.optim", "numpy", "scipy.special", "scipy.stats",
+           "safetensors.torch", "cryptography.hazmat.primitives.asymmetric.ed25519",
+           "matplotlib", "matplotlib.pyplot", "PIL.Image", "rich.console", "typer")
 
 
 def _child(req: dict) -> None:
