@@ -122,7 +122,10 @@ def expected_code(params: dict[str, Any]) -> qr.Code:
 
 
 def conv_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in state.items() if v.dim() == 4 and k.endswith("weight")}
+    """Every 4-d tensor, whatever its name: the usual ONNX export (``dynamo=False``) folds
+    BatchNorm into the convolutions and names them ``onnx::Conv_203`` (the folding is a
+    per-channel rescaling, which canonical norms remove)."""
+    return {k: v for k, v in state.items() if v.dim() == 4}
 
 
 @dataclass
