@@ -64,7 +64,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
 def test_killed_run_resumes_after_last_finished_round(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "ticketmark", "find", "--model", "lenet300", "--dataset",
-            "mnist5k", "--rounds", "3", "--epochs", "10", "--rewind-epoch", "1",
+            "mnist5k", "--rounds", "3", "--epochs", "4", "--rewind-epoch", "1",
             "--out", str(out), "-q"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
