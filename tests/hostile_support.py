@@ -169,3 +169,80 @@ def send(handler: BaseHTTPRequestHandler, status: int, payload: bytes,
     handler.send_header("Content-Length", str(len(payload)))
     handler.end_headers()
     handler.wfile.write(payload)
+
+
+class Slowloris:
+    """``n`` connections that send request headers a line at a time and never finish them,
+    from ``source`` (a loopback address), reconnecting whenever the server closes one.
+    With ``body``: complete headers, then a body dripped a byte at a time instead.
+
+    Runs in one thread with non-blocking sockets until ``stop``; ``opened`` counts every
+    connection made (the first ``n`` and each reconnect), ``closed_by_server`` those the
+    server closed. Bounded: ``n`` sockets at once, one small send each per ``interval``.
+    """
+
+    def __init__(self, port: int, n: int = 300, source: str = "127.0.0.1",
+                 interval: float = 0.5, body: bool = False):
+        self.port, self.n, self.source, self.interval, self.body = port, n, source, interval, body
+        self.opened = self.closed_by_server = 0
+        self.stopped = threading.Event()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Slowloris:
+        self.thread.start()
+        self.ready.wait(60)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stopped.set()
+        self.thread.join(30)
+
+    def _connect(self) -> Any:
+        import socket
+
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind((self.source, 0))
+        s.settimeout(5)
+        try:
+            s.connect(("127.0.0.1", self.port))
+            head = b"POST /predict HTTP/1.1\r\nHost: x\r\n"
+            if self.body:
+                head += b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+            s.sendall(head)
+        except OSError:
+            s.close()
+            return None
+        s.setblocking(False)
+        self.opened += 1
+        return s
+
+    def _run(self) -> None:
+        import time
+
+        socks = [self._connect() for _ in range(self.n)]
+        self.ready.set()
+        while not self.stopped.wait(self.interval):
+            for i, s in enumerate(socks):
+                if s is None:
+                    socks[i] = self._connect()
+                    continue
+                try:
+                    if s.recv(4096) == b"":  # the server closed it (or answered 408/503)
+                        raise ConnectionResetError
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    self.closed_by_server += 1
+                    s.close()
+                    socks[i] = self._connect()
+                    continue
+                try:
+                    s.send(b" " if self.body else b"X-Slow: %d\r\n" % int(time.time()))
+                except OSError:
+                    self.closed_by_server += 1
+                    s.close()
+                    socks[i] = self._connect()
+        for s in socks:
+            if s is not None:
+                s.close()

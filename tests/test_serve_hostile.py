@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.hostile_support import Slowloris
 from ticketmark.serving import encode_npy
 
 SHAPE = (1, 8, 8)
@@ -128,8 +129,9 @@ def test_dripping_body_gets_408(served):
 def test_hundreds_of_idle_connections_cost_no_threads(served):
     idle = []
     try:
-        for _ in range(150):
-            s = socket.create_connection(("127.0.0.1", served.port))
+        for i in range(150):  # from several addresses: one address keeps 64 at most
+            s = socket.create_connection(("127.0.0.1", served.port),
+                                         source_address=(f"127.0.0.{2 + i % 3}", 0))
             s.sendall(b"POST /predict HTTP/1.1\r\n")
             idle.append(s)
         status, out = _post(served.base + "/predict", _ok_body())
@@ -279,3 +281,52 @@ def test_accepted_connections_have_nagle_disabled(conv_ticket):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+# -- issue 30: slow clients by the hundred, from the legitimate client's own address ---------
+
+def _legit_for(served, seconds: float) -> list[tuple[int, float]]:
+    """Sequential requests of a normal client for ``seconds``: (status, latency) each."""
+    out = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        start = time.monotonic()
+        req = urllib.request.Request(served.base + "/predict", data=_ok_body(), method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                status = resp.status
+        except urllib.error.HTTPError as exc:  # 503 under uvicorn's own connection limit
+            status = exc.code
+        except OSError:  # reset, refused: as much a failure as a 503
+            status = 0
+        out.append((status, time.monotonic() - start))
+    return out
+
+
+@pytest.mark.parametrize("body", [False, True], ids=["slow-headers", "slow-bodies"])
+def test_slowloris_leaves_a_normal_client_served(served, body):
+    """300 connections (over the server's 200) dripping headers or bodies from 127.0.0.1,
+    reconnecting when closed: every request of a normal client on the same address is
+    answered 200 (uvicorn's own limit answered them 503 for as long as the attack ran)."""
+    with Slowloris(served.port, 300, "127.0.0.1", interval=0.3, body=body) as attack:
+        results = _legit_for(served, 1.5)
+    assert len(results) >= 3 and [s for s, _ in results] == [200] * len(results), results
+    assert attack.opened >= 300  # all of them connected: over the server's 200
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["127.0.0.1", "127.0.0.2"])
+@pytest.mark.parametrize("body", [False, True], ids=["slow-headers", "slow-bodies"])
+def test_slowloris_load_for_twenty_seconds(served, source, body):
+    """The bounded load test of issue 30: 300 slow connections for 20 s, reconnecting; the
+    normal client's requests all succeed, none slower than the server's timeout."""
+    with Slowloris(served.port, 300, source, interval=0.5, body=body) as attack:
+        results = _legit_for(served, 20)
+    latencies = sorted(t for _, t in results)
+    print(f"\nslowloris {source} body={body}: {len(results)} requests, "
+          f"all 200: {all(s == 200 for s, _ in results)}, median "
+          f"{latencies[len(latencies) // 2] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms; "
+          f"attack opened {attack.opened}, closed by server {attack.closed_by_server}")
+    assert [s for s, _ in results] == [200] * len(results)
+    assert latencies[-1] < 2.0
+    assert attack.closed_by_server >= 100  # stalled connections were closed for others

@@ -42,25 +42,65 @@ __all__ = ["HOST", "MAX_BATCH", "MAX_BODY", "Limits", "PredictionServer", "make_
            "serve_in_thread"]
 
 
-BUSY_503 = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-            b"content-length: 52\r\nconnection: close\r\n\r\n"
-            b'{"error": "busy: every connection is being answered"}')
+HEADER_GRACE = 0.5  # s a new connection may take to send its headers before eviction
 SLOW_BODY_GRACE = 1.0  # s a request may take to send its body before it can be evicted
+REBALANCE_DELAY = 0.02  # s: let a burst's requests be read before choosing whom to close
 
 
 class _Slots:
-    """Connection accounting shared by one server's connections (one event loop thread)."""
+    """Connection accounting shared by one server's connections (event-loop thread only).
+
+    Over a limit, the stalled connections are closed oldest first, but only after
+    ``REBALANCE_DELAY``: asyncio accepts a whole burst of connections before it reads any
+    of them, so choosing at once would close a normal client whose request is already
+    waiting in its socket, just because the burst made it look old. A connection is
+    stalled once it has waited ``HEADER_GRACE`` for its headers (or is idle between
+    requests), or sent its body for ``SLOW_BODY_GRACE``; while the only excess is younger,
+    the check repeats until it is not.
+    """
 
     def __init__(self, max_connections: int, max_per_peer: int):
         self.max_connections, self.max_per_peer = max_connections, max_per_peer
         self.peers: Counter[str] = Counter()
         self.evicted = 0
-        self.refused = 0
+        self._scheduled = False
+
+    def over(self, connections: set[Any]) -> bool:
+        return len(connections) > self.max_connections or any(
+            n > self.max_per_peer for n in self.peers.values())
+
+    def schedule(self, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_later(REBALANCE_DELAY, self.rebalance, connections)
+
+    def rebalance(self, connections: set[Any]) -> None:
+        self._scheduled = False
+        now = time.monotonic()
+        stalled = sorted((key, id(c), c) for c in list(connections)
+                         if isinstance(c, _HeaderDeadlineH11)
+                         and (key := c._stalled(now)) is not None)
+        victims = [c for _, _, c in stalled]
+        for peer in [p for p, n in self.peers.items() if n > self.max_per_peer]:
+            own = [c for c in victims if c._peer == peer]
+            for conn in own[: self.peers[peer] - self.max_per_peer]:
+                self._evict(conn)
+        excess = len(connections) - self.max_connections
+        for conn in [c for c in victims if c._counted][: max(0, excess)]:
+            self._evict(conn)
+        if self.over(connections):  # the rest are busy or too young yet: look again soon
+            self._scheduled = True
+            asyncio.get_running_loop().call_later(0.1, self.rebalance, connections)
+
+    def _evict(self, conn: _HeaderDeadlineH11) -> None:
+        self.evicted += 1
+        conn._release()
+        conn.transport.close()
 
 
 class _HeaderDeadlineH11(H11Protocol):
-    """h11 connection that closes if a request's headers are not complete in time, and
-    makes room for itself by closing the oldest connection that is not being answered.
+    """h11 connection that closes if a request's headers are not complete in time; over
+    the connection limits, stalled connections make room (``_Slots``).
 
     The deadline starts when the connection opens and again after every response; it is
     met once a new request cycle has started (headers parsed). uvicorn's keep-alive timer
@@ -82,53 +122,24 @@ class _HeaderDeadlineH11(H11Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if not self._admit():
-            return
-        self._arm()
-
-    def _admit(self) -> bool:
-        """Take a slot, evicting a stalled connection if need be; False: refused (503)."""
         slots = self.slots
-        if slots is None:
-            return True
-        if slots.peers[self._peer] >= slots.max_per_peer:
-            self._evict(lambda c: c._peer == self._peer)
-        if len(self.connections) > slots.max_connections:
-            self._evict(lambda c: True)
-        if slots.peers[self._peer] >= slots.max_per_peer or \
-                len(self.connections) > slots.max_connections:
-            slots.refused += 1
-            self.transport.write(BUSY_503)
-            self.transport.close()
-            return False
-        slots.peers[self._peer] += 1
-        self._counted = True
-        return True
+        if slots is not None:
+            slots.peers[self._peer] += 1
+            self._counted = True
+            if slots.over(self.connections):
+                slots.schedule(self.loop, self.connections)
+        self._arm()
 
     def _stalled(self, now: float) -> tuple[int, float] | None:
         """(preference, start) if this connection may be closed for a newcomer."""
-        if not getattr(self, "_counted", False) or self.transport.is_closing():
+        if not self._counted or self.transport.is_closing():
             return None
         cycle = self.cycle
-        if cycle is None or cycle.response_complete:
-            return (0, self._since)  # waiting for headers, or idle between requests
+        if cycle is None or cycle.response_complete:  # waiting for headers, or idle
+            return (0, self._since) if now - self._since > HEADER_GRACE else None
         if cycle.more_body and now - self._since > SLOW_BODY_GRACE:
             return (1, self._since)  # still sending its body after the grace period
         return None
-
-    def _evict(self, which: Any) -> None:
-        now = time.monotonic()
-        best, victim = None, None
-        for conn in list(self.connections):
-            if conn is self or not isinstance(conn, _HeaderDeadlineH11) or not which(conn):
-                continue
-            key = conn._stalled(now)
-            if key is not None and (best is None or key < best):
-                best, victim = key, conn
-        if victim is not None and self.slots is not None:
-            self.slots.evicted += 1
-            victim._release()
-            victim.transport.close()
 
     def _release(self) -> None:
         if getattr(self, "_counted", False) and self.slots is not None:
@@ -191,9 +202,9 @@ class PredictionServer:
         config = uvicorn.Config(
             make_app(predictor, limits), http=_protocol_class(limits.timeout, self.slots),
             lifespan="off", log_config=None, access_log=not quiet, server_header=False,
-            # Connections are bounded by _Slots (evicting stalled ones); uvicorn's limit
-            # would refuse requests instead, so it only backs that up.
-            limit_concurrency=limits.max_connections + 2, backlog=limits.backlog,
+            # Connections are bounded by _Slots (closing stalled ones); uvicorn's limit
+            # refuses requests instead (503), so it only backs that up, far above.
+            limit_concurrency=4 * limits.max_connections, backlog=limits.backlog,
             timeout_keep_alive=int(max(1, limits.keep_alive)),
             timeout_graceful_shutdown=2, h11_max_incomplete_event_size=MAX_HEADER_BYTES)
         self._server = uvicorn.Server(config)
