@@ -72,6 +72,7 @@ def test_verdict_reports_both_tests_and_takes_the_bonferroni_minimum(conv_ticket
     assert v.owned and ev["rank_points"] > ev["rank_points_chance"]
     assert v.p_value == pytest.approx(min(1.0, 2 * min(ev["p_top1"], ev["p_rank"])))
     assert "rank points" in v.reason
+    assert "(2 x the smaller of the match and rank tests)" in v.reason  # p names its test
 
 
 def test_unmarked_model_earns_chance_points(conv_ticket, tmp_path):
@@ -79,7 +80,7 @@ def test_unmarked_model_earns_chance_points(conv_ticket, tmp_path):
     m = marked_conv(conv_ticket)
     v = verify_claim(str(conv_ticket), m.claim, VerifyOptions(reveal=m.seed_file))
     assert v.status == NOT_OWNED and v.evidence["p_rank"] > 1e-3
-    assert "points" in v.reason
+    assert "points" in v.reason and "match and rank tests) is not below" in v.reason
 
 
 def test_excluding_the_worst_groups_after_the_fact_does_not_help_a_forger():

@@ -257,16 +257,19 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
     evidence |= {"queried": len(y), "matches": matches,
                  "trigger_accuracy": round(100.0 * matches / max(len(y), 1), 2),
                  **details, "p_value": p}
+    # Every p names the test it comes from (docs/verdicts.md, "The p-value").
+    if details:
+        source = (f"twice the smaller of the match test's {details['p_top1']:.2g} and "
+                  f"the rank test's {details['p_rank']:.2g}")
+        test = "2 x the smaller of the match and rank tests"
+    elif p0 is not None:
+        source = test = f"binomial test against a match rate of {p0:.3g}"
+    else:
+        source = "exact match test against 1/classes per keyed mark"
+        test = "exact match test"
     pictures = []
     if options.report_dir is not None:
         path = Path(options.report_dir) / "trigger_confusion.png"
-        if details:
-            source = (f"twice the smaller of the match test's {details['p_top1']:.2g} and "
-                      f"the rank test's {details['p_rank']:.2g}")
-        elif p0 is not None:
-            source = f"binomial test against a match rate of {p0:.3g}"
-        else:
-            source = "exact match test against 1/classes per keyed mark"
         confusion_strip(x.numpy(), y, pred, path,
                         f"{matches}/{len(y)} triggers match, p = {p:.3g}\n({source})")
         pictures.append(str(path))
@@ -275,9 +278,11 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
         said += (f", keyed labels earn {details['rank_points']}/"
                  f"{details['rank_points_max']} rank points")
     if p < threshold:
-        return _verdict(OWNED, f"{said}; p = {p:.3g} < {threshold:g}", evidence, p, pictures)
+        return _verdict(OWNED, f"{said}; p = {p:.3g} ({test}) < {threshold:g}", evidence, p,
+                        pictures)
     chance = f"about {len(y) / params.classes:.1f}"
     if details:
         chance += f" matches and {details['rank_points_chance']:g} points"
-    reason = f"{said}; p = {p:.3g} is not below {threshold:g} (chance would give {chance})"
+    reason = (f"{said}; p = {p:.3g} ({test}) is not below {threshold:g} (chance would give "
+              f"{chance})")
     return _verdict(NOT_OWNED, reason, evidence, p, pictures)
