@@ -18,7 +18,7 @@ def keygen(out: str | Path, passphrase: str | None = None, *,
     """Write ``OUT.pem`` (private) and ``OUT.pub`` (public); return both paths.
 
     An existing key is never replaced unless ``force``: a private key overwritten by
-    mistake is gone, and with it every claim and trigger seed derived from it.
+    mistake is gone, and with it every claim and trigger reveal derived from it.
     """
     out = Path(out)
     priv_path, pub_path = out.with_name(out.name + ".pem"), out.with_name(out.name + ".pub")
