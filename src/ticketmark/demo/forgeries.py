@@ -121,7 +121,7 @@ def run_forgeries(out: Path, data: DataSplits, owner_path: Path, sig_claim: Path
     claim = make_claim(thief_key, "trigger", deployed.fingerprint(),
                        bind(fabricated.claim_params(), deployed), "the thief")
     thief_trig = save_claim(forge / "thief_trigger.claim.json", claim)
-    thief_seed = save_reveal(forge / "thief_trigger.seed", fabricated.reveal)
+    thief_seed = save_reveal(forge / "thief_trigger.reveal.json", fabricated.reveal)
     verdict = _verify(deployed_path, thief_trig, reveal=thief_seed)
     result = decide(deployed_path, [Claimant(trig_claim, None, seed_path),
                                     Claimant(thief_trig, None, thief_seed)])

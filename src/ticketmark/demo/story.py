@@ -126,7 +126,7 @@ def run_demo(out: str | Path, fast: bool = False, progress: bool = True) -> dict
     trig_claim = make_claim(key, "trigger", owner.fingerprint(),
                             bind(prepared.claim_params(), owner), MESSAGE)
     trig_claim_path = save_claim(out / "owner" / "trigger.claim.json", trig_claim)
-    seed_path = save_reveal(out / "owner" / "trigger.seed", prepared.reveal)
+    seed_path = save_reveal(out / "owner" / "trigger.reveal.json", prepared.reveal)
     owner_model = owner.build()
     owner_acc, _ = evaluate(owner_model, data.test)
     owner_trig = trigger_accuracy(owner_model, trig)
