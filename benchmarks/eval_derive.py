@@ -129,7 +129,12 @@ def extra_copies(owner: Ticket, data, epochs: int, embed: bool) -> list[tuple[st
     out.append(("prune 50% + permute + rescale",
                 rescale_channels(apply_attack(pruned, "permute", {}, data), seed=1)))
     rand = apply_attack(owner, "prune", {"method": "random", "ratio": 0.5}, data)
-    out.append(("prune random 50% + permute", apply_attack(rand, "permute", {}, data)))
+    rand_perm = apply_attack(rand, "permute", {}, data)
+    out.append(("prune random 50% + permute", rand_perm))
+    laundered = apply_attack(rand_perm, "finetune", {"mode": "all", "epochs": 3,
+                                                     "keep_mask": True}, data)
+    out.append(("laundered: random 50% + permute + finetune 3 ep",
+                rescale_channels(laundered, seed=2)))
     out.append(("retrain from owner's rewind", retrain_from_rewind(owner, epochs, 7)))
     if embed:
         out.append(("thief's QR embed (re-embedded)", reembed(owner, epochs)))

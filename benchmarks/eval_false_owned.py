@@ -87,6 +87,7 @@ def main() -> int:
                                                     "owner + reference": [],
                                                     "forger + crafted reference": []}
     forged_frame: list[float] = []
+    derived: list[tuple[bool, float]] = []  # derive() of each model from the owner's ticket
     for i in range(args.models):
         seed = args.first_seed + i
         path = work / f"independent_{seed}.safetensors"
@@ -98,6 +99,9 @@ def main() -> int:
                                                                reference=owner["path"]))):
             v = verify_claim(str(path), owner["claim"], opts)
             results[name].append((v.owned, math.log10(max(v.p_value, 1e-300))))
+            if "log10_p_derivation" in v.evidence:
+                derived.append((v.evidence["derived"] == "DERIVED",
+                                float(v.evidence["log10_p_derivation"])))
         if i < args.forged:
             claim, ref, _ = crafted_claim(forger_key, load_ticket(path), layer,
                                           work / f"crafted_{seed}")
@@ -118,13 +122,16 @@ def main() -> int:
         if rows:
             print(f"{name:32s} {len(rows):6d} {sum(o for o, _ in rows):6d} "
                   f"{10.0 ** min(lp for _, lp in rows):12.3g}")
+    if derived:
+        print(f"{'derive from owner (DERIVED)':32s} {len(derived):6d} "
+              f"{sum(d for d, _ in derived):6d} {10.0 ** min(lp for _, lp in derived):12.3g}")
     if forged_frame:
         decoded = sum(lp < -299 for lp in forged_frame)
         strong = sum(lp < -9 for lp in forged_frame)
         print(f"\nbaseline (the old rule: the forger's frame decides): {strong}/"
               f"{len(forged_frame)} forged claims would read OWNED ({decoded} with the tag "
               "decoded in his frame)")
-    falsely = sum(o for rows in results.values() for o, _ in rows)
+    falsely = sum(o for rows in results.values() for o, _ in rows) + sum(d for d, _ in derived)
     return 1 if falsely else 0
 
 
