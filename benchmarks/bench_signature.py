@@ -20,8 +20,11 @@ For resnet20s- and resnet18-sized weights (random masks at 80% sparsity, CIFAR s
   must equal the FFT search's best over the same rows.
 * ``search null``: the verifier's calibration (16 random tags x 8 masks x 4 orientations,
   float32 FFT per layer), with its CPU time split into user and system time.
-* ``embed`` (placement and redraw, no retraining) and two ``verify --search`` calls from
-  disk: on the signed copy (the tag decodes) and on the unsigned ticket (the null runs).
+* ``embed`` (placement and redraw, no retraining) and ``verify --search`` calls from disk:
+  on the signed copy (the tag decodes) and on the unsigned ticket (the null runs), the
+  latter twice: as shipped (the null stops after ``EARLY_CODES`` codes once they reach the
+  claim) and, as the baseline, with the whole 64-code null (``--full-evidence``: what every
+  verification of an innocent suspect cost before the early stop).
 
 All times are CPU seconds of this process (user + system, ``resource.getrusage``) with one
 torch thread, so other processes on a shared machine do not count; ratios are in one run.
@@ -190,14 +193,19 @@ def bench(model_name: str, fraction: float, tmp: Path, repeats: int) -> dict[str
     signed_path = save_ticket(tmp / f"{model_name}_signed", signed_copy(ticket, name, new_layer))
     unsigned_path = save_ticket(tmp / model_name, ticket)
 
-    def verify(path: Path) -> Any:
-        return verify_claim(str(path), claim, VerifyOptions(search=True))
+    def verify(path: Path, full: bool = False) -> Any:
+        return verify_claim(str(path), claim, VerifyOptions(search=True, full_evidence=full))
 
     verify(signed_path)  # warm-up: imports, caches
     signed_s, v = timed(lambda: verify(signed_path), 3)
     assert v.status == "OWNED" and v.evidence["tag_decoded"], v.reason
     unsigned_s, v = timed(lambda: verify(unsigned_path), 2)
     assert "random_best_max" in v.evidence["search_null"], "the null did not run"
+    early_codes = int(v.evidence["search_null"]["random_codes"])
+    claimed = int(v.evidence["search_null"]["claimed_agreement"])
+    # Baseline: the same verification with the whole 64-code null, as before the early stop.
+    unsigned_full_s, full = timed(lambda: verify(unsigned_path, full=True), 1)
+    assert full.status == v.status, "the early stop changed a verdict"
     positions = int(v.evidence["search"]["positions_tested"])
 
     code = p.code.modules
@@ -216,11 +224,17 @@ def bench(model_name: str, fraction: float, tmp: Path, repeats: int) -> dict[str
     null = search_null(weights, params["densities"], 1, len(tag))
     u1, s1 = cpu()
     null_user, null_sys = u1 - u0, s1 - s0
+    u0, s0 = cpu()
+    search_null(weights, params["densities"], 1, len(tag), stop_at=claimed)
+    u1, s1 = cpu()
+    early_user, early_sys = u1 - u0, s1 - s0
     return {"model": model_name, "positions": positions, "embed_s": embed_s,
             "search_s": search_s, "conv_s": conv_s, "loop_s": loop_s, "windows": windows,
             "best": max(fft_best.values()), "layers": len(fft_best),
             "verify_signed_s": signed_s, "verify_unsigned_s": unsigned_s,
-            "null_user": null_user, "null_sys": null_sys, "null_codes": len(null.maxima)}
+            "null_user": null_user, "null_sys": null_sys, "null_codes": len(null.maxima),
+            "verify_unsigned_full_s": unsigned_full_s, "early_codes": early_codes,
+            "early_user": early_user, "early_sys": early_sys}
 
 
 def main() -> None:
@@ -269,13 +283,20 @@ def main() -> None:
               f"{r['loop_s']:.1f} | {r['loop_s'] / r['search_s']:.0f}x |")
     print("\nVerifier and embedder:\n")
     print("| model | positions searched | embed (no retrain) s | verify --search signed s | "
-          "verify --search unsigned (null runs) s | search null s | null system share |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "verify --search unsigned s (early null) | same, whole null (baseline) s | "
+          "speed-up | null codes | whole null s (system share) | early null s (system "
+          "share) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         null = r["null_user"] + r["null_sys"]
+        early = r["early_user"] + r["early_sys"]
         print(f"| {r['model']} | {r['positions']:,} | {r['embed_s']:.2f} | "
-              f"{r['verify_signed_s']:.2f} | {r['verify_unsigned_s']:.2f} | {null:.2f} | "
-              f"{r['null_sys'] / null:.1%} |")
+              f"{r['verify_signed_s']:.2f} | {r['verify_unsigned_s']:.2f} | "
+              f"{r['verify_unsigned_full_s']:.2f} | "
+              f"{r['verify_unsigned_full_s'] / r['verify_unsigned_s']:.1f}x | "
+              f"{r['early_codes']} of {r['null_codes']} | {null:.2f} "
+              f"({r['null_sys'] / null:.1%}) | {early:.2f} "
+              f"({r['early_sys'] / max(early, 1e-9):.1%}) |")
 
 
 if __name__ == "__main__":

@@ -89,3 +89,21 @@ def test_gumbel_tail_stays_conservative_through_its_own_fit():
     assert float(np.mean(passed)) < 2e-9, float(np.mean(passed))
     null = SearchNull(rng.gumbel(loc, scale, size=CODES), 208, 1)
     assert null.log10_sf(null.agreement_at(-9.0)) == pytest.approx(-9.0, abs=1e-6)
+
+
+def test_an_innocent_suspect_stops_the_null_early_with_the_same_codes(resnet_ticket):
+    """The first EARLY_CODES maxima are those of the full null (same seeded tags); a claim
+    they already reach stops there, one that beats them gets every code."""
+    from ticketmark.ownership.signature.search_null import CODES, EARLY_CODES
+
+    ticket = load_ticket(resnet_ticket)
+    weights = {k: v for k, v in ticket.state.items() if v.dim() == 4}
+    full = search_null(weights, {}, 1, 10, seed=5)
+    low = search_null(weights, {}, 1, 10, seed=5, stop_at=int(full.maxima.min()))
+    high = search_null(weights, {}, 1, 10, seed=5, stop_at=int(full.maxima.max()) + 1)
+    assert len(low.maxima) == EARLY_CODES and len(high.maxima) == len(full.maxima) == CODES
+    assert (low.maxima == full.maxima[:EARLY_CODES]).all()
+    assert (high.maxima == full.maxima).all()
+    # Stopping early never makes a claim look rarer than it is: at the early sample's
+    # maximum the p-value is large.
+    assert low.log10_sf(float(low.maxima.max())) > -2

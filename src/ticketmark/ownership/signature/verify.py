@@ -493,9 +493,10 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
     else:
         # The position may have been chosen after seeing the model: the agreement must also
         # beat what searching this suspect reaches for codes nobody embedded (search_null).
-        null = search_null(weights, densities, code.version, len(code.text),
-                           seed=int(hashlib.sha256(code.text.encode()).hexdigest()[:8], 16))
         data_agree = data_agreement(reading.extracted, code.modules, code.version)
+        null = search_null(weights, densities, code.version, len(code.text),
+                           seed=int(hashlib.sha256(code.text.encode()).hexdigest()[:8], 16),
+                           stop_at=None if options.full_evidence else data_agree)
         evidence["search_null"] = null.to_json(data_agree)
         log10_p = max(log10_p, null.log10_sf(data_agree))
         significant = log10_p < math.log10(threshold)
