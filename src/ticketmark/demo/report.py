@@ -67,7 +67,7 @@ def write_report_json(out: Path, summary: dict[str, Any]) -> Path:
     ]
     sections = [
         # The answers first, right under the summary; how they were reached follows.
-        {"title": "1. Verdicts: robustness against the thief's attacks",
+        {"title": "1. Robustness: the thief's attacks and the verdicts",
          "text": "Each row is one stolen copy. Signature: white-box, with the owner's "
                  "reference ticket to undo channel permutations; signature p = the chance "
                  "that a model carrying no mark reproduces that many QR modules (the larger "
