@@ -155,7 +155,8 @@ def test_folder_shard_linking_out_is_refused(tmp_path, conv_ticket, signature_cl
     (hf.npy_claiming((2**62, 2**62)), "exceeds the limit"),
     (hf.npy_claiming((1, 1, 8, 8)), "bytes follow"),
     (hf.npy_claiming((1, 1, 2, 2), descr="|O"), "dtype"),
-], ids=["3.6TiB", "overflow", "short", "object"])
+    (hf.npy_claiming((1, 1, 2, 2)).replace(b"False", b"Fa\xc5{\x94lse"), "not a .npy"),
+], ids=["3.6TiB", "overflow", "short", "object", "tokenizer-error"])
 def test_reveal_npy_header_is_checked_before_allocation(tmp_path, npy, needle):
     from ticketmark.ownership.trigger.commitment import load_reveal
 
@@ -168,3 +169,21 @@ def test_reveal_npy_header_is_checked_before_allocation(tmp_path, npy, needle):
     line = cli("verify", "--suspect", "http://127.0.0.1:9/predict", "--claim", claim,
                "--reveal", bad).one_error()
     assert "reveal" in line and json.dumps(str(bad))[1:-1] in line
+
+
+def test_float8_safetensors_read_exactly_as_float32(tmp_path):
+    """float8 is read a chunk at a time (4x, not 5x, its bytes at the peak): values exact."""
+    from safetensors.torch import save_file
+
+    from ticketmark.io import suspect
+
+    w = torch.randn(300, 50)
+    save_file({"a.weight": w.to(torch.float8_e4m3fn), "b.weight": w.to(torch.float8_e5m2)},
+              str(tmp_path / "f8.safetensors"))
+    old, suspect._CHUNK = suspect._CHUNK, 4096  # several chunks per tensor
+    try:
+        out = load_suspect_weights(tmp_path / "f8.safetensors")
+    finally:
+        suspect._CHUNK = old
+    assert torch.equal(out["a.weight"], w.to(torch.float8_e4m3fn).float())
+    assert torch.equal(out["b.weight"], w.to(torch.float8_e5m2).float())

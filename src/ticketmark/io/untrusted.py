@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -72,15 +73,17 @@ def read_npy(raw: bytes, max_elements: int, kinds: str = "fiu") -> np.ndarray:
     """
     buf = io.BytesIO(raw)
     try:
-        version = np.lib.format.read_magic(buf)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(buf)
-        elif version in ((2, 0), (3, 0)):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(buf)
-        else:
-            raise ValueError(f"version {version}")
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError, MemoryError,
-            RecursionError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "created on Python 2": one error line, not two
+            version = np.lib.format.read_magic(buf)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(buf)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(buf)
+            else:
+                raise ValueError(f"version {version}")
+    except Exception:  # noqa: BLE001 - numpy's header parser raises ValueError, SyntaxError,
+        # tokenize.TokenError, MemoryError, RecursionError... for a hostile header
         raise NpyError("not a .npy array (bad magic or header)") from None
     if dtype.hasobject or dtype.kind not in kinds or dtype.fields is not None \
             or dtype.subdtype is not None:
