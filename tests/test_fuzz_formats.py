@@ -329,3 +329,60 @@ def test_v2_answer_generator_reaches_valid_binary_answers():
     head = json.dumps({"outputs": [{"name": "label", "shape": [N], "datatype": "INT64",
                                     "parameters": {"binary_data_size": len(labels)}}]}).encode()
     assert oip.read_response(head + labels, str(len(head)), N, K).tolist() == [1, 2, 3]
+
+
+# -- KServe v2 requests, as serve decodes them ----------------------------------------------
+
+JSONISH = st.recursive(st.none() | st.booleans() | INTS | st.floats() | st.text(max_size=6),
+                       lambda kids: st.lists(kids, max_size=3)
+                       | st.dictionaries(st.text(max_size=8), kids, max_size=3), max_leaves=8)
+
+
+@st.composite
+def v2_requests(draw: Any) -> tuple[bytes, str | None]:
+    n = draw(st.integers(0, 3))
+    raw = np.zeros((n, 1, 8, 8), np.float32).tobytes()
+    tensor: dict[str, Any] = {"name": "input", "shape": draw(
+        st.sampled_from([[n, 1, 8, 8], [n, 64], [n]]) | st.lists(INTS, max_size=5)),
+        "datatype": draw(DATATYPE)}
+    binary = draw(st.booleans())
+    if binary:
+        tensor["parameters"] = {"binary_data_size": draw(st.sampled_from(
+            [len(raw), len(raw) + 4, -1, "x", 2**70]))}
+    else:
+        tensor["data"] = draw(st.sampled_from([[0.0] * (n * 64), [], "x"]) | JSONISH)
+    body: dict[str, Any] = {"inputs": [tensor]}
+    for key in draw(st.lists(st.sampled_from(["outputs", "parameters", "id", "inputs"]),
+                             max_size=2)):
+        body[key] = draw(JSONISH | st.just([{"name": "label", "parameters": {
+            "binary_data": draw(JSONISH)}}]))
+    head = json.dumps(body).encode()
+    header = str(len(head)) if binary else None
+    header = draw(st.sampled_from([header, header, None, "-1", str(len(head) + 9), "x"]))
+    return head + (raw if binary else b"") + draw(st.sampled_from([b"", b"\0\0\0\0"])), header
+
+
+def _check_request(body: bytes, header: str | None) -> None:
+    from ticketmark.serving.protocol import BadRequest
+
+    try:
+        x, names, _ = oip.decode_request(body, (1, 8, 8), 16, header)
+    except BadRequest as exc:
+        assert 400 <= exc.status < 500
+        return
+    assert x.dtype == np.float32 and x.shape[1:] == (1, 8, 8) and 1 <= len(x) <= 16
+    assert names and all(n in oip.OUTPUTS and isinstance(b, bool) for n, b in names)
+
+
+@settings(max_examples=EXAMPLES * 10, deadline=None, database=None)
+@given(request=v2_requests())
+def test_fuzz_v2_requests(request):
+    _check_request(*request)
+
+
+@pytest.mark.slow
+@settings(max_examples=int(os.environ.get("TICKETMARK_FUZZ_SLOW", "300")) * 10,
+          deadline=None, database=None)
+@given(request=v2_requests())
+def test_fuzz_v2_requests_long(request):
+    _check_request(*request)

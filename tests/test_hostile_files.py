@@ -153,10 +153,11 @@ def test_folder_shard_linking_out_is_refused(tmp_path, conv_ticket, signature_cl
 @pytest.mark.parametrize(("npy", "needle"), [
     (hf.npy_claiming((1 << 20, 3, 1 << 10, 1 << 10)), "exceeds the limit"),
     (hf.npy_claiming((2**62, 2**62)), "exceeds the limit"),
+    (hf.npy_claiming((0, 2**40, 2**40), b""), "exceeds the limit"),
     (hf.npy_claiming((1, 1, 8, 8)), "bytes follow"),
     (hf.npy_claiming((1, 1, 2, 2), descr="|O"), "dtype"),
     (hf.npy_claiming((1, 1, 2, 2)).replace(b"False", b"Fa\xc5{\x94lse"), "not a .npy"),
-], ids=["3.6TiB", "overflow", "short", "object", "tokenizer-error"])
+], ids=["3.6TiB", "overflow", "zero-times-huge", "short", "object", "tokenizer-error"])
 def test_reveal_npy_header_is_checked_before_allocation(tmp_path, npy, needle):
     from ticketmark.ownership.trigger.commitment import load_reveal
 

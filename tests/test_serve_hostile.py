@@ -159,6 +159,7 @@ def test_burst_of_clients_all_answered(served):
     (b'{"npy": "AAAA", "top_k": ' + b"9" * 4000 + b"}", 400, "npy"),
     (_npy_claiming((10**12, 1, 8, 8)), 413, "exceeds the limit"),
     (_npy_claiming((2**62, 2**62)), 413, "exceeds the limit"),
+    (_npy_claiming((0, 2**40, 2**40), b""), 413, "exceeds the limit"),  # was a 500
     (_npy_claiming((2, 1, 8, 8)), 400, "bytes follow"),
     (json.dumps({"inputs": [0] * 2_000_000}).encode(), 413, "more values"),
     (json.dumps({"npy": _npy64(np.full((1, *SHAPE), 1e39))}).encode(), 400, "NaN"),
@@ -173,6 +174,10 @@ def test_hostile_bodies_are_4xx_not_500(served, body, status, needle):
                   "data": [0]}]}, 413, "exceeds the limit"),
     ({"inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "FP32",
                   "data": [0] * 63}]}, 400, "holds 63 numbers"),
+    ({"inputs": [{"name": "x", "shape": [0, 2**31, 2**31], "datatype": "FP32",
+                  "data": []}]}, 413, "exceeds the limit"),  # zero elements, was a 500
+    ({"inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                  "data": [0] * 64}], "outputs": 7}, 400, "'outputs'"),
     ({"inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "BYTES",
                   "data": ["a"] * 64}]}, 400, "datatype"),
     ({"inputs": [{"name": "x", "shape": "big", "datatype": "FP32", "data": []}]}, 400,

@@ -91,9 +91,9 @@ def read_npy(raw: bytes, max_elements: int, kinds: str = "fiu") -> np.ndarray:
     if len(shape) > 8 or any(not isinstance(d, int) or d < 0 for d in shape):
         raise NpyError(f"array has shape {show(shape)}")
     count = 1
-    for d in shape:  # stop as soon as the limit is passed
+    for d in shape:  # stop as soon as the limit is passed (a zero elsewhere included)
         count *= d
-        if count > max_elements:
+        if count > max_elements or d > max_elements:
             raise NpyError(f"array of shape {show(shape)} exceeds the limit of "
                            f"{max_elements} numbers", too_large=True)
     data = memoryview(raw)[buf.tell():]

@@ -118,9 +118,10 @@ def decode_request(body: bytes, input_shape: tuple[int, int, int], max_batch: in
     if rid is not None and not isinstance(rid, str):
         raise BadRequest(400, "'id' must be a string")
     params = _parameters(obj, "request", bad)
-    if params.get("classification") or any(
+    asked = obj.get("outputs")
+    if params.get("classification") or isinstance(asked, list) and any(
             isinstance(o, dict) and isinstance(o.get("parameters"), dict)
-            and o["parameters"].get("classification") for o in obj.get("outputs") or []):
+            and o["parameters"].get("classification") for o in asked):
         raise BadRequest(400, "classification outputs are not supported; ask for 'logits' "
                               "or 'label'")
     binary_default = bool(_flag(params, "binary_data_output", "request", bad))
@@ -136,7 +137,7 @@ def decode_request(body: bytes, input_shape: tuple[int, int, int], max_batch: in
     count = 1
     for d in shape:
         count *= d
-    if count > max_batch * numel:
+    if count > max_batch * numel or any(d > max_batch * numel for d in shape):
         raise BadRequest(413, f"input of shape {shape} exceeds the limit of "
                               f"{max_batch} inputs")
     size = _binary_size(_parameters(tensor, "input", bad), "input", bad)
