@@ -15,6 +15,21 @@ import torch
 torch.set_num_threads(1)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """What ``-n auto`` (pyproject's addopts) means here: two worker processes when the run
+    covers folders (``python -m pytest``: the whole suite, every file on one worker with its
+    module fixtures, ``--dist loadfile``), none when it names test files or tests, so a
+    targeted run stays one process. ``TICKETMARK_TEST_WORKERS=N`` overrides; ``-n 0`` too."""
+    override = os.environ.get("TICKETMARK_TEST_WORKERS")
+    if override is not None:
+        return max(0, int(override))
+    if any("::" in arg or Path(arg).is_file() for arg in config.args):
+        return 0
+    from ticketmark.threads import available_cores
+
+    return min(2, available_cores())
+
+
 @pytest.fixture(scope="session")
 def digits():
     from ticketmark.data import load_dataset
