@@ -282,7 +282,7 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], int]:
 # safetensors float8 kinds: read as float32 a chunk at a time (see _read_widened).
 _FLOAT8 = {"F8_E4M3": torch.float8_e4m3fn, "F8_E4M3FNUZ": torch.float8_e4m3fnuz,
            "F8_E5M2": torch.float8_e5m2, "F8_E5M2FNUZ": torch.float8_e5m2fnuz}
-_CHUNK = 1 << 22
+_CHUNK = 1 << 20
 
 
 def _float8_entries(path: Path) -> dict[str, tuple[torch.dtype, list[int], int, int]]:
@@ -316,7 +316,7 @@ def _read_widened(path: Path, entry: tuple[torch.dtype, list[int], int, int]) ->
             got = fh.readinto(view)
             if not got:
                 raise ValueError("file ended inside a tensor")
-            out[done : done + got] = torch.frombuffer(view[:got], dtype=dtype).float()
+            out[done : done + got].copy_(torch.frombuffer(view[:got], dtype=dtype))
             done += got
     return out.reshape(shape)
 
