@@ -9,7 +9,7 @@ from typer.core import TyperGroup
 # ``ticketmark --help`` lists the commands in the order a user meets them, in groups, each
 # with its whole first sentence (Click cuts descriptions to fit one line).
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Find and inspect tickets", ("find", "info")),
+    ("Find and inspect tickets", ("find", "ternarize", "unpack", "info")),
     ("Claim ownership (the owner)", ("keygen", "embed", "trigger", "lock", "unlock",
                                      "timestamp")),
     ("Steal and attack (the thief)", ("attack", "serve")),
@@ -84,4 +84,5 @@ from ticketmark.cli import (  # noqa: E402,F401,I001
     report,
     robustness,
     transfer,
+    ternarize,
 )
