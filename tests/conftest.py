@@ -47,16 +47,37 @@ def _find(tmp: Path, model: str, rounds: int, rate: float, epochs: int, rewind: 
     return tmp / "ticket.safetensors"
 
 
+def _shared_run(tmp_path_factory, name: str, *find_args) -> Path:
+    """A session ticket found once per test run, even across xdist workers.
+
+    Each worker has its own session, so a plain session fixture would train the same
+    (seeded, deterministic) ticket once per worker. The first worker to get here trains it
+    into a folder beside the workers' own temporary folders, under a file lock; the others
+    wait for the lock and read it. Tests treat these tickets as read-only.
+    """
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # this run's folder, shared by its workers
+    folder = root / f"shared_{name}"
+    with open(root / f"shared_{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "ticket.safetensors").exists():
+            _find(folder, *find_args)
+    return folder / "ticket.safetensors"
+
+
 @pytest.fixture(scope="session")
 def resnet_ticket(tmp_path_factory) -> Path:
     """resnet20s on digits, 2 IMP rounds at rate 0.5 (75% sparse), 3 epochs a round."""
-    return _find(tmp_path_factory.mktemp("resnet_ticket"), "resnet20s", 2, 0.5, 3)
+    return _shared_run(tmp_path_factory, "resnet_ticket", "resnet20s", 2, 0.5, 3)
 
 
 @pytest.fixture(scope="session")
 def conv_ticket(tmp_path_factory) -> Path:
     """conv2 on digits, 1 IMP round at rate 0.5, 3 epochs a round."""
-    return _find(tmp_path_factory.mktemp("conv_ticket"), "conv2", 1, 0.5, 3)
+    return _shared_run(tmp_path_factory, "conv_ticket", "conv2", 1, 0.5, 3)
 
 
 _ZYGOTE = None
