@@ -26,6 +26,7 @@ _LAZY = {
     "keygen": "ticketmark.ownership.keys",
     "Verdict": "ticketmark.ownership.verdict",
     "TicketmarkError": "ticketmark.errors",
+    "trust_model_code": "ticketmark.api",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -15,6 +15,7 @@ give the same results; none of them is imported until used (``ticketmark`` stays
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,14 +32,40 @@ if TYPE_CHECKING:
     from ticketmark.ownership.verdict import Verdict
 
 
-def find(model: str, dataset: str, out: str | Path, method: str = "imp", *,
-         epochs: int = 8, progress: bool = False, **config: Any) -> Ticket:
+def trust_model_code(spec: str) -> None:
+    """Allow the model or data code ``spec`` (``package.module:factory``) to be imported when
+    a ticket's sidecar names it (``ticketmark.usercode``: files never import code the user
+    did not name)."""
+    from ticketmark import usercode
+
+    usercode.trust(spec)
+
+
+def _named(obj: str | Callable[..., Any]) -> str:
+    """A built-in name or import string as given (trusted: the caller named it in code), or
+    a module-level callable's import string."""
+    from ticketmark import usercode
+
+    if callable(obj) and not isinstance(obj, str):
+        return usercode.spec_of(obj)
+    if usercode.is_spec(obj):
+        usercode.trust(obj)
+    return obj
+
+
+def find(model: str | Callable[..., Any], dataset: str | Callable[..., Any],
+         out: str | Path, method: str = "imp", *, epochs: int = 8, progress: bool = False,
+         **config: Any) -> Ticket:
     """Find a ticket (IMP by default) and write its run folder to ``out``.
 
-    ``config`` sets any other ``FindConfig`` field (``rounds``, ``rate``, ``sparsity``,
-    ``rewind_epoch``, ``data_dir``, ...); training fields go in ``train=TrainConfig(...)``
-    or, for the common one, ``epochs``.
+    ``model``: a built-in name, ``"package.module:factory"`` or a module-level factory
+    (called with whichever of ``in_channels``, ``num_classes``, ``image_size`` it takes);
+    ``dataset``: a built-in name, or a factory returning ``(train, test)`` datasets of
+    ``(tensor, label)`` pairs (or one, split here). ``config`` sets any other ``FindConfig``
+    field (``rounds``, ``rate``, ``sparsity``, ``rewind_epoch``, ``data_dir``, ...);
+    training fields go in ``train=TrainConfig(...)`` or, for the common one, ``epochs``.
     """
+    model, dataset = _named(model), _named(dataset)
     from ticketmark.cli.find import FINDERS, finder
     from ticketmark.finding import FindConfig
     from ticketmark.training import TrainConfig
@@ -114,7 +141,8 @@ def load_weights(suspect: str | Path | nn.Module) -> dict[str, torch.Tensor]:
     return load_suspect_weights(suspect)
 
 
-def from_pruned(model: nn.Module, model_name: str, dataset: str, *,
+def from_pruned(model: nn.Module, model_name: str | Callable[..., Any],
+                dataset: str | Callable[..., Any], *,
                 rewind: dict[str, torch.Tensor] | None = None,
                 train: dict[str, Any] | None = None) -> Ticket:
     """A ticket from a model pruned with ``torch.nn.utils.prune`` (``weight_mask`` buffers).
@@ -132,6 +160,7 @@ def from_pruned(model: nn.Module, model_name: str, dataset: str, *,
     from ticketmark.sparsity import Mask
     from ticketmark.training import TrainConfig
 
+    model_name, dataset = _named(model_name), _named(dataset)
     raw = dict(model.state_dict())
     masks = {k[: -len("_mask")]: v.bool() for k, v in raw.items() if k.endswith("_mask")
              and k[: -len("_mask")] + "_orig" in raw}

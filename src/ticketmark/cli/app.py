@@ -58,12 +58,20 @@ def _global_options(
         None, "--threads", min=0, metavar="N",
         help="torch CPU threads (default 1, or $TICKETMARK_THREADS; 0: every core). One "
              "is fastest for ticketmark's small tensors on a shared machine."),
+    trust_model_code: bool = typer.Option(
+        False, "--trust-model-code",
+        help="import the model or data code a ticket's sidecar names (package.module:"
+             "factory); without it only code named on the command line is imported"),
 ) -> None:
     # Runs before any subcommand (and before its --help); torch is imported only by the
     # command itself, so this costs nothing for --help.
     from ticketmark.threads import use_threads
 
     use_threads(threads)
+    if trust_model_code:
+        from ticketmark import usercode
+
+        usercode.trust_all()
 
 
 # Each module adds its commands to ``app`` on import (order = order in --help).

@@ -21,8 +21,12 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from ticketmark import usercode
     from ticketmark.cli.app import app
 
+    # Import strings the user typed (--model pkg.mod:factory) may be imported; those a
+    # ticket's sidecar names may not, unless --trust-model-code (docs/security.md).
+    usercode.trust_from_argv(sys.argv[1:] if argv is None else argv)
     try:
         code = app(args=argv, standalone_mode=False, prog_name="ticketmark")
     except TicketmarkError as exc:

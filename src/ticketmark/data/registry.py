@@ -115,13 +115,18 @@ def load_dataset(
     """
     import ticketmark.data.embedded  # noqa: F401  (registers digits, mnist5k)
     import ticketmark.data.local  # noqa: F401  (registers cifar, mnist, imagefolder)
+    from ticketmark import usercode
 
-    if name not in DATASETS:
-        raise TicketmarkError(
-            f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}"
-        )
     path = Path(data_dir) if data_dir is not None else None
-    x, y, x_test, y_test, num_classes, augment = DATASETS[name](path)
+    if usercode.is_spec(name):
+        x, y, x_test, y_test, num_classes, augment = user_data(name)
+    elif name not in DATASETS:
+        raise TicketmarkError(
+            f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}, or "
+            "your own as 'package.module:factory'"
+        )
+    else:
+        x, y, x_test, y_test, num_classes, augment = DATASETS[name](path)
     x = x.float()
     if x_test is None or y_test is None:
         rest, test_idx = _stratified_split(y, 0.2, split_seed)
@@ -142,3 +147,64 @@ def load_dataset(
         pixel_mean=tuple(float(v) for v in mean),
         pixel_std=tuple(float(v) for v in std),
     )
+
+
+MAX_USER_ITEMS = 2_000_000  # examples read from a user's dataset (they are held in memory)
+
+
+def _materialise(dataset: object, spec: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) tensors from a ``torch.utils.data.Dataset`` of ``(tensor, label)`` pairs (or a
+    ``(x, y)`` pair of tensors)."""
+    if isinstance(dataset, tuple) and len(dataset) == 2 and all(
+            isinstance(t, torch.Tensor) for t in dataset):
+        x, y = dataset
+    else:
+        try:
+            n = len(dataset)  # type: ignore[arg-type]
+        except TypeError:
+            raise TicketmarkError(f"{spec} must give datasets with a length") from None
+        if n > MAX_USER_ITEMS:
+            raise TicketmarkError(f"{spec} has {n} examples; at most {MAX_USER_ITEMS} are "
+                                  "read into memory")
+        xs, ys = [], []
+        for i in range(n):
+            item = dataset[i]  # type: ignore[index]
+            if not (isinstance(item, tuple | list) and len(item) == 2):
+                raise TicketmarkError(f"{spec}: example {i} is not a (tensor, label) pair")
+            xs.append(torch.as_tensor(item[0], dtype=torch.float32))
+            ys.append(int(item[1]))
+        if not xs:
+            raise TicketmarkError(f"{spec} gave an empty dataset")
+        try:
+            x = torch.stack(xs)
+        except RuntimeError:
+            raise TicketmarkError(f"{spec}: examples differ in shape") from None
+        y = torch.tensor(ys)
+    x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y).long()
+    if x.dim() == 3:  # (N, H, W): one channel
+        x = x.unsqueeze(1)
+    if x.dim() != 4 or len(x) != len(y):
+        raise TicketmarkError(f"{spec}: images must be (N, C, H, W) with one label each, got "
+                              f"{tuple(x.shape)} and {len(y)} labels")
+    if not torch.isfinite(x).all() or (y < 0).any():
+        raise TicketmarkError(f"{spec}: non-finite pixels or negative labels")
+    return x, y
+
+
+def user_data(spec: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
+                                  torch.Tensor | None, int, bool]:
+    """A dataset of the user's: ``package.module:factory`` returning a ``(train, test)``
+    pair of datasets (or one dataset, split here like the embedded sets). Class count and
+    input shape come from the data; nothing is downloaded by ticketmark."""
+    from ticketmark import usercode
+
+    factory, kwargs = usercode.load(spec, "data")
+    made = usercode.call_with(factory, kwargs)
+    if isinstance(made, tuple) and len(made) == 2 and not all(
+            isinstance(t, torch.Tensor) for t in made):
+        (x, y), (x_test, y_test) = _materialise(made[0], spec), _materialise(made[1], spec)
+    else:
+        (x, y), x_test, y_test = _materialise(made, spec), None, None
+    classes = int(max(int(y.max()), int(y_test.max()) if y_test is not None else 0)) + 1
+    return x, y, x_test, y_test, classes, False
+

@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 from torch import nn
 
-from ticketmark import __version__
+from ticketmark import __version__, usercode
 from ticketmark.errors import TicketmarkError
 from ticketmark.io.atomic import atomic_write_group
 from ticketmark.io.untrusted import (
@@ -165,10 +165,12 @@ def _parse_sidecar(meta: Any, side: Path) -> tuple[str, str, tuple[int, int, int
     for key in ("model", "dataset", "in_channels", "num_classes", "image_size"):
         if key not in meta:
             raise TicketmarkError(f"{side} is not a ticket sidecar (no {key!r})")
-    model = check_str(meta["model"], "model", src, 100)
-    if model not in MODELS:
+    model = check_str(meta["model"], "model", src, 1000)
+    if usercode.is_spec(model):
+        usercode.split_spec(model)  # well-formed; imported only if the user allows it
+    elif model not in MODELS:
         raise TicketmarkError(f"{side}: unknown model {show(model)} (known: "
-                              f"{', '.join(MODELS)})")
+                              f"{', '.join(MODELS)}, or an import string)")
     dataset = check_str(meta["dataset"], "dataset", src, 1000)
     dims = tuple(check_int(meta[k], k, lo, hi, src) for k, (lo, hi) in DIM_RANGES.items())
     for key in ("metrics", "history"):
@@ -250,16 +252,21 @@ def load_ticket(path: str | Path) -> Ticket:
         raise TicketmarkError(f"{path} does not match its sidecar {side.name} (the weights' "
                               "SHA-256 differs: the pair was not written together; restore "
                               "both files or save the ticket again)")
-    with torch.device("meta"):
-        skeleton = build_model(model, *dims)
-    _check_tensors(path, tensors, skeleton)
+    # The user's own architecture is imported only if the user allowed it
+    # (``ticketmark.usercode``); otherwise the ticket loads unchecked against it, in name
+    # order, and only building it (``Ticket.build``) asks for that permission.
+    buildable = not usercode.is_spec(model) or usercode.allowed(model)
+    if buildable:
+        with torch.device("meta"):
+            skeleton = build_model(model, *dims)
+        _check_tensors(path, tensors, skeleton)
 
     def group(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
     # safetensors hands keys back in a different order in every process (a hash map);
     # restore the model's forward order, which the lock, derive and tests walk.
-    forward = list(skeleton.state_dict())
+    forward = list(skeleton.state_dict()) if buildable else sorted(group("state."))
 
     def ordered(prefix: str) -> dict[str, torch.Tensor]:
         found = group(prefix)
@@ -270,5 +277,6 @@ def load_ticket(path: str | Path) -> Ticket:
                     meta={k: v for k, v in meta.items()
                           if k not in {"model", "dataset", "in_channels", "num_classes",
                                        "image_size"}})
-    ticket.build()  # the real module: loads the (already checked) weights
+    if buildable:
+        ticket.build()  # the real module: loads the (already checked) weights
     return ticket

@@ -32,6 +32,20 @@ def default_lr(name: str) -> float:
 
 
 def build_model(name: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+    """A built-in architecture, or the user's own: ``package.module:factory`` (optionally
+    followed by JSON keyword arguments), called with whichever of ``in_channels``,
+    ``num_classes`` and ``image_size`` it accepts (``ticketmark.usercode``: imported only
+    when the user named it)."""
+    from ticketmark import usercode
+
+    if usercode.is_spec(name):
+        factory, kwargs = usercode.load(name, "model")
+        model = usercode.call_with(factory, kwargs, in_channels=in_channels,
+                                   num_classes=num_classes, image_size=image_size)
+        if not isinstance(model, nn.Module):
+            raise TicketmarkError(f"{name} returned {type(model).__name__}, not an nn.Module")
+        return model
     if name not in MODELS:
-        raise TicketmarkError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+        raise TicketmarkError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}, "
+                              "or your own as 'package.module:factory'")
     return MODELS[name](in_channels, num_classes, image_size)

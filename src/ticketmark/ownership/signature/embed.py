@@ -162,7 +162,9 @@ def draw_modules(mask: torch.Tensor, rewind: torch.Tensor, trained: torch.Tensor
     ``target`` (O, I) int8: 1 = dark module (at least ``min_entries`` unpruned entries, the
     largest rewind weights switched on), 0 = light (kernel pruned), -1 = free. Entries freed
     or consumed are balanced in free kernels (not ``frozen`` either) without changing their
-    connectivity, so the layer keeps its exact count and C changes only where targeted.
+    connectivity where the kernels have room, so the layer keeps its exact count and C
+    changes only where targeted; in layers of one-weight kernels (1x1) free kernels are
+    connected or emptied instead.
     """
     m = mask.clone().bool()
     o, i, kh, kw = m.shape
@@ -193,6 +195,10 @@ def draw_modules(mask: torch.Tensor, rewind: torch.Tensor, trained: torch.Tensor
     if delta > 0:  # give freed entries to connected kernels outside the targets
         cand = (~flat) & (conn & ~inside).unsqueeze(2)
         if int(cand.sum()) < delta:
+            # One-weight kernels (1x1 convs, a MobileNet's pointwise layers) have no room
+            # inside connected kernels: connect free kernels outside the targets instead.
+            cand = (~flat) & (~inside).unsqueeze(2)
+        if int(cand.sum()) < delta:
             raise TicketmarkError("not enough room outside the code to keep the weight count")
         score = torch.where(cand, rew, torch.full_like(rew, -1.0)).flatten()
         idx = torch.topk(score, delta).indices
@@ -203,6 +209,8 @@ def draw_modules(mask: torch.Tensor, rewind: torch.Tensor, trained: torch.Tensor
         keep = torch.zeros_like(flat)
         keep.scatter_(2, strongest.unsqueeze(2), True)
         cand = flat & ~keep & (~inside).unsqueeze(2)
+        if int(cand.sum()) < -delta:  # one-weight kernels: empty whole free kernels
+            cand = flat & (~inside).unsqueeze(2)
         if int(cand.sum()) < -delta:
             raise TicketmarkError("not enough spare weights outside the code to keep the "
                                   "weight count; try another --layer or a smaller --min-entries")
