@@ -369,6 +369,7 @@ def realigned_reading(alternatives: Alternatives, name: str, weight: torch.Tenso
     second = read_at(other, position, code)
     return {"source": alternatives.source, "agree": second.bits.agree,
             "total": second.bits.total, "tag_decoded": second.decoded == code.text,
+            "data_agree": data_agreement(second.extracted, code.modules, code.version),
             "log10_p_if_frame_were_fixed": second.pvals.log10_p, **info}
 
 
