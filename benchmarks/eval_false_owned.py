@@ -88,6 +88,7 @@ def main() -> int:
                                                     "forger + crafted reference": []}
     forged_frame: list[float] = []
     derived: list[tuple[bool, float]] = []  # derive() of each model from the owner's ticket
+    hidden_p: dict[str, list[float]] = {"owner, no reference": [], "owner + reference": []}
     for i in range(args.models):
         seed = args.first_seed + i
         path = work / f"independent_{seed}.safetensors"
@@ -99,6 +100,7 @@ def main() -> int:
                                                                reference=owner["path"]))):
             v = verify_claim(str(path), owner["claim"], opts)
             results[name].append((v.owned, math.log10(max(v.p_value, 1e-300))))
+            hidden_p[name].append(float(v.evidence.get("hidden_log10_p", 0.0)))
             if "log10_p_derivation" in v.evidence:
                 derived.append((v.evidence["derived"] == "DERIVED",
                                 float(v.evidence["log10_p_derivation"])))
@@ -122,6 +124,11 @@ def main() -> int:
         if rows:
             print(f"{name:32s} {len(rows):6d} {sum(o for o, _ in rows):6d} "
                   f"{10.0 ** min(lp for _, lp in rows):12.3g}")
+    for name, lps in hidden_p.items():
+        if lps:
+            print(f"{'  its hidden bits alone':32s} {len(lps):6d} "
+                  f"{sum(lp < math.log10(hidden.THRESHOLD) for lp in lps):6d} "
+                  f"{10.0 ** min(lps):12.3g}")
     if derived:
         print(f"{'derive from owner (DERIVED)':32s} {len(derived):6d} "
               f"{sum(d for d, _ in derived):6d} {10.0 ** min(lp for _, lp in derived):12.3g}")
