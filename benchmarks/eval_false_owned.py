@@ -126,7 +126,7 @@ def main() -> int:
                   f"{10.0 ** min(lp for _, lp in rows):12.3g}")
     for name, lps in hidden_p.items():
         if lps:
-            print(f"{'  its hidden bits alone':32s} {len(lps):6d} "
+            print(f"{'  hidden bits, ' + name:32s} {len(lps):6d} "
                   f"{sum(lp < math.log10(hidden.THRESHOLD) for lp in lps):6d} "
                   f"{10.0 ** min(lps):12.3g}")
     if derived:
