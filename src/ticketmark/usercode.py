@@ -20,6 +20,8 @@ import contextlib
 import importlib
 import inspect
 import json
+import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -109,6 +111,11 @@ def load(spec: str, what: str) -> tuple[Callable[..., Any], dict[str, Any]]:
             "(or --trust-model-code), or in Python ticketmark.trust_model_code("
             f"'{target}')")
     module_name, _, attr = target.partition(":")
+    # Like uvicorn's app strings: a module in the current folder imports without
+    # PYTHONPATH (the console script's sys.path starts at its own folder, not here).
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
     try:
         obj: Any = importlib.import_module(module_name)
         for part in attr.split("."):

@@ -279,7 +279,16 @@ def embed_signature(ticket: Ticket, key: Ed25519PrivateKey, message: str,
                        if x[0] not in taken)
         if not layers:
             raise TicketmarkError("no conv layer can hold the hidden signature's bits")
-        layout = hidden.Layout(layers, options.hidden_bits,
+        # A small network has fewer kernels than the default 1024 bits: use at most half
+        # of those outside the block, and refuse below the count whose perfect reading
+        # could still pass the 1e-30 threshold.
+        room = sum(o * i for _, o, i in layers) - p.code.size ** 2
+        bits = min(options.hidden_bits, room // 2)
+        if bits < hidden.MIN_BITS:
+            raise TicketmarkError(f"the ticket has {max(room, 0)} kernels for hidden bits, too "
+                                  f"few for {hidden.MIN_BITS}; sign with the QR alone "
+                                  "(--hidden-bits 0) or a larger network")
+        layout = hidden.Layout(layers, bits,
                                (name, p.position.row, p.position.col, p.code.size))
         for lname, t in hidden.targets(hidden.draw_bits(seed, layout), layout).items():
             goals[lname] = torch.where(goals[lname] >= 0, goals[lname], t) \
@@ -336,7 +345,7 @@ def embed_signature(ticket: Ticket, key: Ed25519PrivateKey, message: str,
         "orientation": p.position.orientation, "qr_version": p.code.version,
         "qr_mask": p.code.mask, "modules": p.code.size ** 2,
         "modules_changed": p.code.size ** 2 - p.agreement, **moves,
-        "hidden_bits": options.hidden_bits if layout is not None else 0,
+        "hidden_bits": layout.bits if layout is not None else 0,
         "hidden_layers": len(layout.layers) if layout is not None else 0,
         "kernels_changed": sum(changed.values()),
         "acc_before": acc_before, "acc_after": acc_after,

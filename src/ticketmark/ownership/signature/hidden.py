@@ -44,6 +44,7 @@ from ticketmark.ownership import keyed
 
 CONTEXT = "signature-hidden"
 DEFAULT_BITS = 1024
+MIN_BITS = 128  # 2^-128 = 3e-39: a near-perfect reading of fewer could not pass THRESHOLD
 THRESHOLD = 1e-30
 LN10 = math.log(10.0)
 
