@@ -93,14 +93,11 @@ def _finished_demo(out):
     for name in ("accuracy_vs_sparsity", "layer_density"):
         Image.new("RGB", (400, 300), "white").save(out / "find" / f"{name}.png")
     rows = []
-    rng = np.random.default_rng(0)
     for label, strength, kind, _ in attack_plan(s):
         folder = out / "verify" / stolen_name(kind, strength)
         folder.mkdir(parents=True)
         Image.new("RGB", (900, 1200), "white").save(folder / "signature.png")
-        labels = rng.integers(0, 10, 100)
-        confusion_strip(rng.random((100, 1, 8, 8)), labels, labels, folder /
-                        "trigger_confusion.png", "100/100")
+        Image.new("RGB", (990, 600), "white").save(folder / "trigger_confusion.png")
         rows.append({"attack": label, "strength": strength, "accuracy": 95.0,
                      "signature": "OWNED", "signature p": 1e-40, "trigger": "OWNED",
                      "trigger p": 1e-12, "lock": "locked (0% of key present)"})
