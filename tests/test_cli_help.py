@@ -39,3 +39,13 @@ def test_trigger_help_names_its_commands():
     assert commands == ["embed", "make"]
     assert all(f"{c} (" in first for c in commands), first  # the summary names both
     assert "export," not in first
+
+
+def test_subcommand_descriptions_are_whole_too():
+    for group in ("attack", "lock", "trigger"):
+        res = run_cli(group, "--help", env={"COLUMNS": "80"})
+        assert res.returncode == 0, res.stderr
+        rows = res.stdout.split("Commands:")[1]
+        assert "..." not in rows, rows
+    text = " ".join(run_cli("attack", "--help").stdout.split())
+    assert "without changing the model's outputs." in text  # permute's, to its end

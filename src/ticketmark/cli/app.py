@@ -19,7 +19,19 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-class OrderedGroup(TyperGroup):
+class UncutGroup(TyperGroup):
+    """A command group whose ``--help`` shows each command's whole first sentence."""
+
+    def format_commands(self, ctx: _click.Context, formatter: _click.HelpFormatter) -> None:
+        rows = [(name, cmd.get_short_help_str(limit=10_000))
+                for name in self.list_commands(ctx)
+                if (cmd := self.commands.get(name)) is not None and not cmd.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class OrderedGroup(UncutGroup):
     """The top-level group: commands in ``SECTIONS`` order, descriptions never cut."""
 
     def list_commands(self, ctx: _click.Context) -> list[str]:

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from typer.core import TyperGroup
 
-from ticketmark.cli.app import app
+from ticketmark.cli.app import UncutGroup, app
 from ticketmark.cli.options import ForceOpt, refuse_overwrite, ticket_files
 from ticketmark.errors import TicketmarkError
 
@@ -21,7 +20,7 @@ if TYPE_CHECKING:  # the attacks, data and tickets load torch: imported when a c
     from ticketmark.io import Ticket
 
 
-class _AttackGroup(TyperGroup):
+class _AttackGroup(UncutGroup):
     """Names an unknown attack in the project's own words (the CLI prints one line)."""
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:

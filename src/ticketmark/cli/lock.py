@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from ticketmark.cli.app import app
+from ticketmark.cli.app import UncutGroup, app
 from ticketmark.cli.options import ForceOpt, refuse_overwrite, ticket_files
 from ticketmark.errors import TicketmarkError
 
@@ -20,8 +20,9 @@ from ticketmark.errors import TicketmarkError
 CHOOSERS = ("ewp", "random-path", "betweenness", "taylor", "hessian", "intgrads", "omp")
 PATH_METHODS = ("ewp", "random-path")
 
-lock_app = typer.Typer(help="Lock a ticket: remove its critical connections, keep them as "
-                            "the owner's key.", rich_markup_mode=None)
+lock_app = typer.Typer(cls=UncutGroup, help="Lock a ticket: remove its critical connections, "
+                                            "keep them as the owner's key.",
+                       rich_markup_mode=None)
 app.add_typer(lock_app, name="lock")
 
 

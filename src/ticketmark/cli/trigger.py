@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from ticketmark.cli.app import app
+from ticketmark.cli.app import UncutGroup, app
 from ticketmark.cli.options import ForceOpt, refuse_overwrite, ticket_files
 from ticketmark.cli.timestamp import stamp_after_embed
 from ticketmark.errors import TicketmarkError
@@ -23,8 +23,9 @@ from ticketmark.ownership.timestamp import check_tsa_url
 # (tests/test_startup.py checks that the two agree).
 ENTANGLE = 0.0
 
-trigger_app = typer.Typer(help="Trigger sets (scheme 3): embed (train a key-derived set "
-                               "in), make (export the set as images).",
+trigger_app = typer.Typer(cls=UncutGroup, help="Trigger sets (scheme 3): embed (train a "
+                                               "key-derived set in), make (export the set "
+                                               "as images).",
                           no_args_is_help=True)
 app.add_typer(trigger_app, name="trigger")
 
