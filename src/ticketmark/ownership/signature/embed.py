@@ -74,19 +74,26 @@ class EmbedResult:
     reveal: bytes | None = None  # opens the hidden bits (keep it secret until a dispute)
 
 
+def as_kernels(t: torch.Tensor) -> torch.Tensor:
+    """A linear layer's (O, I) tensor as (O, I, 1, 1): each entry is one module, as in a 1x1
+    convolution (a view; conv tensors unchanged)."""
+    return t.view(*t.shape, 1, 1) if t.dim() == 2 else t
+
+
 def layer_connectivity(mask: Mask) -> dict[str, torch.Tensor]:
-    """C = any(mask[o, i]) for every conv layer the mask covers."""
-    return {n: m.flatten(2).any(dim=2) for n, m in mask.items() if m.dim() == 4}
+    """C = any(mask[o, i]) for every conv and linear layer the mask covers."""
+    return {n: as_kernels(m).flatten(2).any(dim=2) for n, m in mask.items()
+            if m.dim() in (2, 4)}
 
 
 def fitting_layers(mask: Mask, n: int, min_entries: int = 1) -> list[str]:
-    """Conv layers with n x n channels and kernels of at least ``min_entries`` entries.
+    """Layers with n x n channels and kernels of at least ``min_entries`` entries.
 
-    A 1x1 convolution (a ResNet shortcut) is excluded by default: its dark modules would
-    rest on a single weight, which one pruning step removes.
+    A 1x1 convolution (a ResNet shortcut) or a linear layer is excluded by default: its
+    dark modules would rest on a single weight, which one pruning step removes.
     """
     return [name for name, m in mask.items() if placement.fits(tuple(m.shape), n)
-            and m.shape[2] * m.shape[3] >= min_entries]
+            and as_kernels(m).shape[2] * as_kernels(m).shape[3] >= min_entries]
 
 
 def plan(mask: Mask, codes: list[qr.Code], layer: str | None = None,
@@ -297,12 +304,15 @@ def embed_signature(ticket: Ticket, key: Ed25519PrivateKey, message: str,
     layers_new: dict[str, torch.Tensor] = {}
     moves: dict[str, int] = {}
     for lname, goal in goals.items():
-        layers_new[lname], mv = draw_modules(ticket.mask[lname], ticket.rewind[lname],
-                                             ticket.state[lname], goal, options.min_entries)
+        drawn, mv = draw_modules(as_kernels(ticket.mask[lname]),
+                                 as_kernels(ticket.rewind[lname]),
+                                 as_kernels(ticket.state[lname]), goal, options.min_entries)
+        layers_new[lname] = drawn.view(ticket.mask[lname].shape)
         for k, v in mv.items():
             moves[k] = moves.get(k, 0) + v
-    changed = {lname: int(((ticket.mask[lname].flatten(2).any(2)) != m.flatten(2).any(2))
-                          .sum()) for lname, m in layers_new.items()}
+    changed = {lname: int(((as_kernels(ticket.mask[lname]).flatten(2).any(2))
+                           != as_kernels(m).flatten(2).any(2)).sum())
+               for lname, m in layers_new.items()}
     new_mask = Mask({k: layers_new.get(k, v) for k, v in ticket.mask.items()})
 
     cfg = TrainConfig.from_dict(ticket.meta["train"])

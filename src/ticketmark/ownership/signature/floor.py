@@ -40,7 +40,8 @@ def strengthen(model: nn.Module, name: str, dark: torch.Tensor, quantile: float)
     if int(alive.sum()) < 2:
         return 0
     floor = torch.quantile(w[alive].abs().float(), quantile).to(w.dtype)
-    sel = dark.to(w.device)[:, :, None, None] & alive & (w.abs() < floor)
+    d = dark.to(w.device)
+    sel = (d if w.dim() == 2 else d[:, :, None, None]) & alive & (w.abs() < floor)
     w[sel] = torch.where(w[sel] >= 0, floor, -floor)
     return int(sel.sum())
 
@@ -51,9 +52,11 @@ def held_kernels(state: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Ten
     """Per conv layer, the (O, I) kernels that carry the floor now (see module docstring)."""
     out = {}
     for name, m in mask.items():
+        if m.dim() == 2:  # a linear layer: one entry per module
+            m = m.view(*m.shape, 1, 1)
         if m.dim() != 4 or name not in state or m.shape[2] * m.shape[3] < min_entries:
             continue
-        w = state[name].detach().abs().float() * m
+        w = state[name].detach().abs().float().reshape(m.shape) * m
         alive = m.bool()
         if int(alive.sum()) < 2:
             continue

@@ -105,6 +105,8 @@ def eligible_layers(mask: dict[str, torch.Tensor], min_entries: int) -> list[tup
     """Pruned conv layers whose kernels can hold a dark module (not 1x1, not fully dense)."""
     out = []
     for name, m in mask.items():
+        if m.dim() == 2:  # a linear layer: one entry per module (``embed.as_kernels``)
+            m = m.view(*m.shape, 1, 1)
         if m.dim() == 4 and m.shape[2] * m.shape[3] >= min_entries:
             density = float(m.flatten(2).any(dim=2).float().mean())
             if 0.0 < density < 1.0:

@@ -46,8 +46,9 @@ def unorient(block: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def fits(shape: tuple[int, ...], n: int) -> bool:
-    """A conv weight (O, I, kh, kw) with at least n output and n input channels."""
-    return len(shape) == 4 and shape[0] >= n and shape[1] >= n
+    """A conv weight (O, I, kh, kw), or a linear one (O, I) whose entries are its modules,
+    with at least n outputs and n inputs."""
+    return len(shape) in (2, 4) and shape[0] >= n and shape[1] >= n
 
 
 def _correlate(image: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:

@@ -122,10 +122,15 @@ def expected_code(params: dict[str, Any]) -> qr.Code:
 
 
 def conv_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Every 4-d tensor, whatever its name: the usual ONNX export (``dynamo=False``) folds
-    BatchNorm into the convolutions and names them ``onnx::Conv_203`` (the folding is a
-    per-channel rescaling, which canonical norms remove)."""
-    return {k: v for k, v in state.items() if v.dim() == 4}
+    """Every 4-d tensor, whatever its name (the usual ONNX export, ``dynamo=False``, folds
+    BatchNorm into the convolutions and names them ``onnx::Conv_203``: a per-channel
+    rescaling, which canonical norms remove), and every 2-d one as (O, I, 1, 1)."""
+    out = {k: v for k, v in state.items() if v.dim() == 4}
+    # Linear layers (an MLP's, a transformer's projections) hold one module per entry, as
+    # a 1x1 convolution does; 1-d and other tensors are not layers a code can sit in.
+    out |= {k: v.view(*v.shape, 1, 1) for k, v in state.items()
+            if v.dim() == 2 and min(v.shape) >= 2 and v.is_floating_point()}
+    return out
 
 
 @dataclass
