@@ -188,3 +188,23 @@ def test_float8_safetensors_read_exactly_as_float32(tmp_path):
         suspect._CHUNK = old
     assert torch.equal(out["a.weight"], w.to(torch.float8_e4m3fn).float())
     assert torch.equal(out["b.weight"], w.to(torch.float8_e5m2).float())
+
+
+@pytest.mark.parametrize("fmt", ["pt", "safetensors"])
+def test_empty_tensor_with_huge_dimensions_is_skipped(tmp_path, state, signature_claim, fmt):
+    """A (55649, 6922, 0, 0) claimed layer holds nothing, yet per-kernel statistics over it
+    asked for 3 GB (found by fuzzing; a larger one was killed by the OOM killer)."""
+    from safetensors.torch import save_file
+
+    bad = dict(state)
+    bad[LAYER] = torch.zeros(55649, 6922, 0, 0)
+    path = tmp_path / f"empty.{fmt}"
+    if fmt == "pt":
+        torch.save(bad, path)
+    else:
+        save_file({k: v.contiguous() for k, v in bad.items()}, str(path))
+    assert LAYER not in load_suspect_weights(path)
+    before = _peak_kb()
+    res = cli("verify", "--suspect", path, "--claim", signature_claim)
+    res.assert_verdict_or_error()
+    assert (_peak_kb() - before) / 1024 < 200

@@ -32,7 +32,8 @@ zero strides, many tensors sharing one storage, a ``.pt`` zip that inflates, or 
 initializers all pointing at one external file are refused before they cost memory.
 Every dtype a format can hold ends as a dtype the verifier can compute with: floating kinds
 (half, bfloat16, float8, float4/6) as float32, bool as uint8, uint16/32/64 as int32/int64,
-packed int2/int4 as int8; tensors that are not numbers (ONNX strings, complex values) are skipped.
+packed int2/int4 as int8; tensors that are not numbers (ONNX strings, complex values) or hold
+no values at all (a zero in the shape) are skipped.
 """
 
 from __future__ import annotations
@@ -95,8 +96,10 @@ def normalise(raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for name, value in folded.items():
         t = value.detach().cpu()
-        if t.is_complex():
-            continue  # not a weight the verifier reads
+        if t.is_complex() or t.numel() == 0:
+            # Not a weight the verifier reads; an empty (55649, 6922, 0, 0) "conv" would
+            # still make per-kernel statistics of 55649 x 6922 (3 GB), found by fuzzing.
+            continue
         if t.is_floating_point():
             t = t.float()
         elif t.dtype in _WIDEN:
