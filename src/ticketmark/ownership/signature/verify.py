@@ -187,17 +187,16 @@ def load_reference(path: Path, claim: Claim) -> dict[str, torch.Tensor]:
     return load_bound_reference(path, claim.body).state
 
 
-def search(weights: dict[str, torch.Tensor], code: qr.Code, densities: dict[str, float],
-           reference: dict[str, torch.Tensor] | None,
-           blocks: dict[str, extract.Block] | None = None) -> tuple[Reading, dict[str, Any]]:
-    """Every layer, offset and orientation: the best reading, and the search's record."""
+def search(weights: dict[str, torch.Tensor], code: qr.Code, densities: dict[str, float]
+           ) -> tuple[Reading, dict[str, Any]]:
+    """Every layer, offset and orientation of the suspect as it is: the best reading, and
+    the search's record."""
     n = code.size
     names = [k for k, w in weights.items() if placement.fits(tuple(w.shape), n)]
     if not names:
-        raise TicketmarkError(f"the suspect has no conv layer large enough for a {n}x{n} code")
-    blocks = blocks or {}
-    conns = {k: layer_conn(k, weights[k], densities.get(k), reference, blocks.get(k))[0]
-             for k in names}
+        raise TicketmarkError(f"the suspect has no conv or linear layer large enough for a "
+                              f"{n}x{n} code")
+    conns = {k: layer_conn(k, weights[k], densities.get(k), None)[0] for k in names}
     cands = placement.best_per_layer(conns, [code.modules])
     tested = sum(c.positions_in_layer for c in cands)
     # Rank layers by the cheap binomial tail; the exact row/column null (a 441-step
@@ -448,7 +447,7 @@ def verify_claim(suspect: str, claim: Claim, options: VerifyOptions) -> Verdict:
     if options.search:
         # Every layer, offset and orientation of the suspect as it is: a frame the
         # claimant supplies is not searched (``Alternatives``).
-        reading, record = search(weights, code, densities, None)
+        reading, record = search(weights, code, densities)
         log10_p = min(0.0, reading.pvals.log10_p + math.log10(record["positions_tested"]))
         evidence |= reading.evidence(code.text)
         evidence |= {"log10_p_uncorrected": reading.pvals.log10_p, "log10_p": log10_p,
