@@ -43,6 +43,8 @@ ATTACKS = {  # the weight edits of ticketmark.attacks, without the thief's data 
     "noise 0.2": lambda m, names: noise(m, 0.2),
     "fill 0.5": lambda m, names: fill(m, 0.5),
     "prune + permute": lambda m, names: permute(prune(m, 0.5, names=names), seed=3),
+    "random 50% + permute": lambda m, names: permute(prune(m, 0.5, method="random",
+                                                          names=names), seed=4),
 }
 
 
@@ -120,3 +122,18 @@ def test_cli_derive(tmp_path, owner, resnet_ticket, conv_ticket):
     one_line_error(run_cli("derive", "--suspect", conv_ticket, "--reference", resnet_ticket))
     one_line_error(run_cli("derive", "--suspect", tmp_path / "none", "--reference",
                            resnet_ticket))
+
+
+def test_derive_reads_every_suspect_format_verify_reads(tmp_path, owner, resnet_ticket):
+    """A thief ships a plain state dict (keys prefixed) or a torch.save()d checkpoint, not
+    a ticket: derive reads them as verify does."""
+    from safetensors.torch import save_file
+
+    stolen = permute(owner.build(), seed=2).state_dict()
+    plain = tmp_path / "plain.safetensors"
+    save_file({f"model.{k}": v.contiguous() for k, v in stolen.items()}, str(plain))
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"state_dict": stolen, "epoch": 3}, ckpt)
+    for suspect in (plain, ckpt):
+        res = run_cli("derive", "--suspect", suspect, "--reference", resnet_ticket)
+        assert res.returncode == 0 and "derivation: DERIVED" in res.stdout, res.stdout
