@@ -208,3 +208,27 @@ def test_empty_tensor_with_huge_dimensions_is_skipped(tmp_path, state, signature
     res = cli("verify", "--suspect", path, "--claim", signature_claim)
     res.assert_verdict_or_error()
     assert (_peak_kb() - before) / 1024 < 200
+
+
+def test_found_by_fuzzing_nul_location_stride_overflow_link_loop(tmp_path):
+    """Three exit-3 cases the slow fuzzers found: an ONNX external location holding a NUL
+    byte, an empty .pt view whose contiguous strides overflow, a folder of looping links."""
+    path = hf.onnx_external(tmp_path / "nul", 0, 256, [64])
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for e in model.graph.initializer[1].external_data:
+        if e.key == "location":
+            e.value = "w\x00"
+    onnx.save(model, str(path))
+    with pytest.raises(TicketmarkError, match="outside the model's folder"):
+        load_suspect_weights(path)
+    torch.save({"w": torch.zeros(1).as_strided([0, 330, 57481977, 486232620], [0, 0, 0, 0]),
+                "b": torch.ones(3)}, tmp_path / "empty.pt")
+    assert list(load_suspect_weights(tmp_path / "empty.pt")) == ["b"]
+    loop = tmp_path / "loop"
+    loop.mkdir()
+    (loop / "a.safetensors").symlink_to(loop / "b.safetensors")
+    (loop / "b.safetensors").symlink_to(loop / "a.safetensors")
+    with pytest.raises(TicketmarkError, match="outside the folder"):
+        load_suspect_weights(loop)

@@ -219,8 +219,12 @@ def _inside(folder: Path, path: Path) -> Path:
     the verifier read, and report on, a file the suspect's holder does not own.
     """
     base = folder.resolve()
-    target = path.resolve()
-    if not target.is_relative_to(base) or not target.is_file():
+    try:
+        target = path.resolve()
+        inside = target.is_relative_to(base) and target.is_file()
+    except (OSError, RuntimeError):  # a link loop
+        inside = False
+    if not inside:
         raise TicketmarkError(f"{folder}: {path.name} is a link to a file outside the "
                               "folder; a model folder is read only through its own files")
     return path
@@ -373,8 +377,10 @@ def _load_torch(path: Path) -> tuple[dict[str, torch.Tensor], int]:
     tensors = _tensors_of(_model_part(obj), str(path))
     check_memory(tensors, size, str(path))
     # Own copies: nothing stays mapped to a file the suspect's holder wrote.
-    return {k: t.clone(memory_format=torch.contiguous_format) for k, t in tensors.items()
-            }, size
+    # (Empty ones are dropped by normalise: a contiguous copy of (0, 330, 6e7, 5e8) overflows
+    # torch's stride arithmetic.)
+    return {k: t.clone(memory_format=torch.contiguous_format) if t.numel() else t
+            for k, t in tensors.items()}, size
 
 
 def _model_part(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -540,9 +546,12 @@ def _check_external(proto: Any, model_path: Path, nbytes: int) -> tuple[Path, in
     entry = _external_entry(proto)
     location = entry.get("location", "")
     base = model_path.parent.resolve()
-    target = (base / location).resolve()
-    if not location or Path(location).is_absolute() or not target.is_relative_to(base) \
-            or not target.is_file():
+    try:
+        target = (base / location).resolve()
+        inside = target.is_relative_to(base) and target.is_file()
+    except (ValueError, OSError, RuntimeError):  # a NUL byte, a long name, a link loop
+        inside = False
+    if not location or Path(location).is_absolute() or not inside:
         raise TicketmarkError(f"{model_path}: tensor {proto.name!r} points at external data "
                               f"{location[:100]!r} outside the model's folder")
     try:
