@@ -232,3 +232,29 @@ def test_found_by_fuzzing_nul_location_stride_overflow_link_loop(tmp_path):
     (loop / "b.safetensors").symlink_to(loop / "a.safetensors")
     with pytest.raises(TicketmarkError, match="outside the folder"):
         load_suspect_weights(loop)
+
+
+def test_trigger_folder_is_read_only_through_its_own_files(tmp_path, monkeypatch):
+    """A claimant's trigger folder: an image linked to a file outside is refused, and a
+    decompression bomb is one error (PIL only warned, an extra stderr line)."""
+    from PIL import Image
+
+    from ticketmark.ownership.trigger.folder import folder_hash, load_folder
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for i in range(2):
+        Image.new("L", (20, 20), 40 * i).save(folder / f"{i}.png")
+    (folder / "labels.txt").write_text("0\n1\n")
+    assert len(folder_hash(folder)) == 64 and load_folder(folder, 1, 8, 8, 10, -1, 1)
+    outside = tmp_path / "owner.png"
+    Image.new("L", (20, 20), 7).save(outside)
+    (folder / "2.png").symlink_to(outside)
+    (folder / "labels.txt").write_text("0\n1\n2\n")
+    with pytest.raises(TicketmarkError, match="outside the folder"):
+        folder_hash(folder)
+    (folder / "2.png").unlink()
+    (folder / "labels.txt").write_text("0\n1\n")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 20x20 = 400 pixels: a "bomb"
+    with pytest.raises(TicketmarkError, match="not a readable image"):
+        load_folder(folder, 1, 8, 8, 10, -1, 1)

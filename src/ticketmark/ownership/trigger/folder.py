@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,20 +29,45 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".webp"}
 LABELS_FILE = "labels.txt"
 
 
+MAX_FILE_BYTES = 32 << 20  # one trigger image (or the labels file); a hostile one is larger
+MAX_FILES = 100_000
+
+
+def _own(folder: Path, path: Path) -> Path:
+    """``path`` if it resolves (links followed) to a file inside ``folder``: a claimant's
+    folder holding a link to the verifier's own files (or a huge file elsewhere) is refused."""
+    try:
+        target = path.resolve()
+        inside = target.is_relative_to(folder.resolve()) and target.is_file()
+    except (OSError, RuntimeError, ValueError):  # a link loop
+        inside = False
+    if not inside:
+        raise TicketmarkError(f"trigger folder {folder}: {path.name} is a link to a file "
+                              "outside the folder")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise TicketmarkError(f"{path} is {size} bytes, larger than any trigger image "
+                              f"({MAX_FILE_BYTES} at most)")
+    return path
+
+
 def _files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise TicketmarkError(f"trigger folder {folder} does not exist")
     files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+                   if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
     if not files:
         raise TicketmarkError(f"trigger folder {folder} holds no images")
-    return files
+    if len(files) > MAX_FILES:
+        raise TicketmarkError(f"trigger folder {folder} holds {len(files)} images")
+    return [_own(folder, p) for p in files]
 
 
 def read_labels(folder: Path, count: int) -> list[int]:
     path = folder / LABELS_FILE
     if not path.is_file():
         raise TicketmarkError(f"trigger folder {folder} has no {LABELS_FILE}")
+    _own(folder, path)
     lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     if len(lines) != count:
         raise TicketmarkError(f"{path} has {len(lines)} labels for {count} images")
@@ -61,7 +87,7 @@ def folder_hash(folder: str | Path) -> str:
     labels = folder / LABELS_FILE
     if not labels.is_file():
         raise TicketmarkError(f"trigger folder {folder} has no {LABELS_FILE}")
-    h.update(hashlib.sha256(labels.read_bytes()).digest())
+    h.update(hashlib.sha256(_own(folder, labels).read_bytes()).digest())
     return h.hexdigest()
 
 
@@ -80,11 +106,15 @@ def load_folder(folder: str | Path, channels: int, height: int, width: int, clas
     arrays = []
     for path in files:  # one decode per file; the set is small (100 images classically)
         try:
-            with Image.open(path) as im:
-                im = im.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
-                arrays.append(np.asarray(im, dtype=np.float32).reshape(height, width, -1))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise TicketmarkError(f"{path} is not a readable image ({exc})") from None
+            with warnings.catch_warnings():  # a decompression bomb is an error, not a warning
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    im = im.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
+                    arrays.append(np.asarray(im, dtype=np.float32).reshape(height, width, -1))
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombWarning,
+                Image.DecompressionBombError) as exc:
+            raise TicketmarkError(f"{path} is not a readable image "
+                                  f"({' '.join(str(exc).split())[:160]})") from None
     pixels = np.stack(arrays).transpose(0, 3, 1, 2) / 255.0
     x = (lo + pixels * (hi - lo)).astype(np.float32)
     params = TriggerParams(len(files), channels, height, width, classes, lo, hi).validate()
