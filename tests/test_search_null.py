@@ -107,3 +107,16 @@ def test_an_innocent_suspect_stops_the_null_early_with_the_same_codes(resnet_tic
     # Stopping early never makes a claim look rarer than it is: at the early sample's
     # maximum the p-value is large.
     assert low.log10_sf(float(low.maxima.max())) > -2
+
+
+def test_fft_workspace_stays_in_the_heap_on_glibc():
+    """The searches fix glibc's mmap threshold once (signature/heap.py): on this Linux
+    machine mallopt accepts it, and a second call is the cached answer."""
+    import platform
+
+    from ticketmark.ownership.signature import heap
+
+    first = heap.retain_freed_memory()
+    assert heap.retain_freed_memory() is first
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert first is True

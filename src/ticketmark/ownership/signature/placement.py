@@ -132,6 +132,9 @@ def best_per_layer(conns: Mapping[str, torch.Tensor],
     layer's spectrum is computed once, in float32, and the codes' spectra once per layer
     shape. Every float32 value is checked to round exactly before it is trusted.
     """
+    from ticketmark.ownership.signature import heap
+
+    heap.retain_freed_memory()  # FFT workspace reused, not re-faulted
     n = codes[0].shape[0]
     drawn = torch.cat([oriented_stack(c) for c in codes])
     # flipped, so that the FFT's convolution is a correlation with the code as drawn

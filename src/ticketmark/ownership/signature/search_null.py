@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy.special import gammaincinv
 
-from ticketmark.ownership.signature import extract, placement, qr
+from ticketmark.ownership.signature import extract, heap, placement, qr
 
 EULER_GAMMA = 0.5772156649015329
 CODES = 64  # random codes searched per null
@@ -176,6 +176,7 @@ def search_null(weights: dict[str, torch.Tensor], densities: dict[str, float], v
     eighth. The codes are the same seeded list either way, so a claim that beats them gets
     the full null.
     """
+    heap.retain_freed_memory()  # FFT workspace reused, not re-faulted (``heap``)
     tags = tuple(random_tags(codes, tag_length, seed))
     chunks = [tags] if stop_at is None else [tags[:EARLY_CODES], tags[EARLY_CODES:]]
     layers = {}
