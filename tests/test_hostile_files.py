@@ -258,3 +258,17 @@ def test_trigger_folder_is_read_only_through_its_own_files(tmp_path, monkeypatch
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 20x20 = 400 pixels: a "bomb"
     with pytest.raises(TicketmarkError, match="not a readable image"):
         load_folder(folder, 1, 8, 8, 10, -1, 1)
+
+
+def test_legacy_pickle_with_odd_protocol_gives_no_warning_line(tmp_path, signature_claim):
+    """A damaged pre-zip .pt whose pickle claims protocol 188: torch's warning reached the
+    user beside the verdict (or beside the one error line)."""
+    torch.save({"w": torch.randn(4, 4)}, tmp_path / "l.pt", _use_new_zipfile_serialization=False)
+    raw = bytearray((tmp_path / "l.pt").read_bytes())
+    protos = [i for i in range(len(raw) - 1) if raw[i] == 0x80 and raw[i + 1] == 0x02]
+    raw[protos[2] + 1] = 188  # the main pickle's protocol byte
+    (tmp_path / "bad.pt").write_bytes(bytes(raw))
+    res = cli("verify", "--suspect", tmp_path / "bad.pt", "--claim", signature_claim)
+    res.assert_verdict_or_error()
+    assert res.err.strip() == "" or res.code == 2, res.err
+    assert "Warning" not in res.err

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -357,7 +358,9 @@ def _load_torch(path: Path) -> tuple[dict[str, torch.Tensor], int]:
     is_zip = zipfile.is_zipfile(path)
     size = _check_zip(path) if is_zip else path.stat().st_size
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+        with warnings.catch_warnings():  # a damaged pickle's "protocol 188" is not a 2nd line
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
         text = str(exc)
         if "Unsupported global" in text:
