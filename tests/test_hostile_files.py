@@ -272,3 +272,18 @@ def test_legacy_pickle_with_odd_protocol_gives_no_warning_line(tmp_path, signatu
     res.assert_verdict_or_error()
     assert res.err.strip() == "" or res.code == 2, res.err
     assert "Warning" not in res.err
+
+
+def test_onnx_double_beyond_float32_gives_no_warning_line(tmp_path, state, signature_claim):
+    """A DOUBLE initializer of 1e300 becomes inf when the loader casts it to float32; numpy's
+    overflow warning from that cast must not reach the user beside the verdict."""
+    from onnx import TensorProto, helper
+
+    bad = dict(state)
+    w = bad.pop(LAYER)
+    odd = helper.make_tensor(LAYER, TensorProto.DOUBLE, list(w.shape),
+                             [1e300] * w.numel())
+    path = hf._onnx(tmp_path / "d.onnx", {k: v.numpy() for k, v in bad.items()}, [odd])
+    res = cli("verify", "--suspect", path, "--claim", signature_claim)
+    res.assert_verdict_or_error()
+    assert "Warning" not in res.err, res.err

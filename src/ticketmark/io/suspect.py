@@ -507,14 +507,17 @@ def _onnx_array(proto: Any, name: str, path: Path) -> torch.Tensor:
     from onnx import numpy_helper
 
     try:
-        array = numpy_helper.to_array(proto)
-        if array.dtype.kind not in "biuf":  # ml_dtypes: bfloat16, float8/6/4, int4/2
-            is_int = "int" in array.dtype.name
-            array = array.astype(np.int8 if is_int else np.float32)
-        elif array.dtype.kind == "f" and array.dtype != np.float32:
-            array = array.astype(np.float32)
-        else:
-            array = np.array(array, copy=True)  # own, writable memory for torch
+        # 1e300 as float32 is inf: the verifier's concern, not a warning line beside it.
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            array = numpy_helper.to_array(proto)
+            if array.dtype.kind not in "biuf":  # ml_dtypes: bfloat16, float8/6/4, int4/2
+                is_int = "int" in array.dtype.name
+                array = array.astype(np.int8 if is_int else np.float32)
+            elif array.dtype.kind == "f" and array.dtype != np.float32:
+                array = array.astype(np.float32)
+            else:
+                array = np.array(array, copy=True)  # own, writable memory for torch
         return torch.from_numpy(array)
     except TicketmarkError:
         raise
