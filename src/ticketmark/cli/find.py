@@ -11,7 +11,7 @@ import typer
 from ticketmark.cli.app import app
 from ticketmark.errors import TicketmarkError
 
-FINDERS = ("imp", "omp", "early-bird", "colt", "random")
+FINDERS = ("imp", "omp", "early-bird", "colt", "random", "l0")
 
 
 def finder(method: str) -> Callable[..., Any]:
@@ -19,9 +19,10 @@ def finder(method: str) -> Callable[..., Any]:
     from ticketmark.finding import run_imp, run_oneshot
     from ticketmark.finding.colt import run_colt
     from ticketmark.finding.early_bird import run_early_bird
+    from ticketmark.finding.l0 import run_l0
 
     return {"imp": run_imp, "omp": run_oneshot, "early-bird": run_early_bird,
-            "colt": run_colt, "random": run_oneshot}[method]
+            "colt": run_colt, "random": run_oneshot, "l0": run_l0}[method]
 
 
 @app.command()
@@ -35,7 +36,8 @@ def find(
     rounds: int = typer.Option(5, help="IMP rounds after the dense one"),
     rate: float = typer.Option(0.2, help="fraction of remaining weights pruned per round "
                                          "(IMP) or per copy and cycle (COLT)"),
-    sparsity: float = typer.Option(0.8, help="target sparsity (omp, early-bird, colt, random)"),
+    sparsity: float = typer.Option(0.8, help="target sparsity (omp, early-bird, colt, random, "
+                                             "l0)"),
     rewind_epoch: int = typer.Option(0, help="rewind to the weights after this many epochs"),
     scope: str = typer.Option("global", help="magnitude pruning scope: global or layer"),
     prune_conv1: bool = typer.Option(False, help="also prune the stem convolution"),
@@ -63,6 +65,11 @@ def find(
     min_channels: float = typer.Option(0.1, help="early-bird --structured: share of each "
                                                  "layer's channels that is never pruned"),
     splits: int = typer.Option(2, help="colt: disjoint parts of the training data"),
+    l0_epochs: int | None = typer.Option(None, help="l0: epochs of mask learning (default: "
+                                                    "--epochs)"),
+    l0_lr: float = typer.Option(0.1, help="l0: Adam learning rate of the gates"),
+    l0_adv: float = typer.Option(0.0, help="l0: weight of the PGD loss while the mask is "
+                                           "learnt (budget --eps, --steps; 0: off)"),
     adversarial: str | None = typer.Option(None, help="adversarial training in every round: "
                                                       "pgd, or fgsm (one random-start step)"),
     eps: float = typer.Option(0.1, help="--adversarial: L-inf budget in [0, 1] pixel units "
@@ -99,6 +106,10 @@ def find(
             cfg.extra["min_channels"] = min_channels
     elif method == "colt":
         cfg.extra = {"splits": splits}
+    elif method == "l0":
+        cfg.extra = {"l0_epochs": l0_epochs, "l0_lr": l0_lr, "l0_adv": l0_adv}
+        if l0_adv > 0:  # recorded only when used, so a clean run resumes whatever --eps says
+            cfg.extra |= {"l0_eps": eps, "l0_steps": steps}
     try:
         ticket = finder(method)(cfg.validate(), out, progress=not quiet)
     except KeyboardInterrupt:  # Typer would exit 130 silently; say what survives
