@@ -239,7 +239,7 @@ def load_reveal(path: str | Path) -> bytes:
         token = keyed.decode(obj["reveal"])
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
         raise TicketmarkError(f"{path} is not a {REVEAL_FORMAT} file (for trigger claims, "
-                              "pass the trigger seed file instead)") from None
+                              "pass the trigger reveal file instead)") from None
     return token
 
 
