@@ -45,7 +45,6 @@ a code planted into an unrelated model does not make it "derived".
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -398,8 +397,8 @@ def code_blocks(claims: list[Claim], reference: Ticket) -> dict[str, np.ndarray]
     return out
 
 
-def with_derivation(verdict: Verdict, suspect: str, claim: Claim, options: VerifyOptions,
-                    unaligned: Callable[[VerifyOptions], Verdict] | None = None) -> Verdict:
+def with_derivation(verdict: Verdict, suspect: str, claim: Claim, options: VerifyOptions
+                    ) -> Verdict:
     """A signature verdict with derivation from the claimant's reference beside it.
 
     A signature shows the suspect carries the code; only derivation shows it was made from
@@ -410,7 +409,6 @@ def with_derivation(verdict: Verdict, suspect: str, claim: Claim, options: Verif
     from the reference that carries the code is OWNED; derivation alone is not (a forger's
     reference may be a copy of the suspect: the statistic is symmetric).
     """
-    del unaligned  # kept for callers; the reading no longer depends on the reference
     if options.reference is None or verdict.scheme != "signature" \
             or suspect.startswith(("http://", "https://")):
         return verdict

@@ -70,8 +70,7 @@ def verify_claim(suspect: str | Path | nn.Module, claim: str | Path | Claim,
         # owner's ticket (``derive``).
         from ticketmark.ownership.derive import with_derivation
 
-        return with_derivation(verdict, str(target), loaded, options,
-                               lambda opts: verifier.verify_claim(target, loaded, opts))
+        return with_derivation(verdict, str(target), loaded, options)
 
 
 def is_endpoint(suspect: object) -> bool:
